@@ -1,0 +1,314 @@
+"""Run configuration: one small dataclass per concern, presets as functions, overrides.
+
+A run is described by a `RunConfig` tree (model / optim / train / sample). It can be built
+from a preset name, a config file (JSON, or a Python file of plain `key = value` assignments,
+read with `ast`, never executed) and dot-path overrides such as `--optim.lr=3e-4`. Unknown keys
+are rejected with the nearest valid one, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file, preset name or override."""
+
+
+@dataclass
+class ModelConfig:
+    """Transformer shape. `vocab_size` is filled in from the dataset's meta.json."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 256
+    dropout: float = 0.0
+    vocab_size: int = 0  # extended vocabulary (real tokens + special tokens); 0 = from data
+    causal: bool = False  # True gives the autoregressive baseline
+    rope_theta: float = 10000.0
+    mlp_hidden: int = 0  # SwiGLU hidden width; 0 = 8/3 * n_embd rounded up to a multiple of 64
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})"
+            )
+        if (self.n_embd // self.n_head) % 2:
+            raise ConfigError("model.n_embd / model.n_head must be even for rotary embeddings")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay to `min_lr` (nanoGPT's schedule)."""
+
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int = 0  # 0 = train.max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.min_lr < 0:
+            raise ConfigError("optim.lr must be > 0 and optim.min_lr >= 0")
+        if self.warmup_iters < 0:
+            raise ConfigError("optim.warmup_iters must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    """The loop: how long, how big a batch, how often to evaluate, log and save."""
+
+    max_iters: int = 1000
+    batch_size: int = 32
+    grad_accum: int = 1
+    eval_interval: int = 250
+    eval_batches: int = 8  # fixed validation batches per evaluation
+    log_interval: int = 10
+    seed: int = 1337
+    device: str = "auto"  # auto = cuda > mps > cpu
+    dtype: str = "auto"  # auto = bf16 autocast on CUDA when supported, else float32
+    compile: str = "auto"  # auto = torch.compile on CUDA only; "true" / "false" force it
+    threads: int = 0  # CPU threads for torch; 0 = torch's default
+    antithetic: bool = True  # stratified diffusion times across the batch (MDLM)
+    t_min: float = 1e-3  # smallest diffusion time sampled in training
+    save_checkpoints: bool = True
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "unmask"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_batches"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.compile not in ("auto", "true", "false"):
+            raise ConfigError("train.compile must be one of auto, true, false")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError("train.dtype must be one of auto, float32, bfloat16, float16")
+        if not 0.0 <= self.t_min < 1.0:
+            raise ConfigError("train.t_min must be in [0, 1)")
+
+
+@dataclass
+class SampleConfig:
+    """Defaults for `unmask sample` and for the samples `unmask eval` scores."""
+
+    policy: str = "confidence"
+    steps: int = 128
+    length: int = 256
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    num_samples: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.length <= 0 or self.num_samples <= 0:
+            raise ConfigError("sample.steps, sample.length and sample.num_samples must be positive")
+        if self.temperature < 0:
+            raise ConfigError("sample.temperature must be >= 0 (0 = greedy)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError("sample.top_p must be in (0, 1]")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; mirrors the object tree (model, optimizer, loop, sampler)."""
+
+    data: str = "tinyshakespeare"  # corpus name, text file, or prepared dataset dir
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        return apply_overrides(cls(), flatten(values))
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def preset_debug() -> RunConfig:
+    """Seconds: a smoke run that exercises every block of the loop."""
+    return RunConfig(
+        model=ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32),
+        optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_iters=5),
+        train=TrainConfig(max_iters=40, batch_size=8, eval_interval=20, eval_batches=2,
+                          log_interval=10),
+        sample=SampleConfig(steps=16, length=64, num_samples=2),
+    )
+
+
+def preset_cpu_demo() -> RunConfig:
+    """What `make demo` runs: about six minutes on two CPU cores, tuned for quality per second."""
+    return RunConfig(
+        model=ModelConfig(n_layer=4, n_head=4, n_embd=192, block_size=128, dropout=0.0),
+        optim=OptimConfig(lr=2e-3, min_lr=2e-4, warmup_iters=100, weight_decay=0.1,
+                          beta2=0.99, grad_clip=1.0),
+        train=TrainConfig(max_iters=1500, batch_size=48, eval_interval=500, eval_batches=8,
+                          log_interval=25),
+        sample=SampleConfig(steps=128, length=256, num_samples=4),
+    )
+
+
+def preset_shakespeare_char() -> RunConfig:
+    """nanoGPT's baby-GPT dimensions, for a GPU: 6 layers, 6 heads, 384 wide, context 256."""
+    return RunConfig(
+        model=ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
+        optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_iters=100, weight_decay=0.1,
+                          beta2=0.99, grad_clip=1.0),
+        train=TrainConfig(max_iters=5000, batch_size=64, eval_interval=250, eval_batches=20,
+                          log_interval=10),
+        sample=SampleConfig(steps=256, length=256),
+    )
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {
+    "debug": preset_debug,
+    "cpu-demo": preset_cpu_demo,
+    "shakespeare-char": preset_shakespeare_char,
+}
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'model': {'n_layer': 4}} -> {'model.n_layer': 4}."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def valid_keys(config: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += valid_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _coerce(key: str, value: Any, current: Any) -> Any:
+    """Turn an override (often a string from the command line) into the field's type."""
+    kind = type(current)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{key} expects true/false, got {value!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise ConfigError(f"{key} expects a {kind.__name__}, got {value!r}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, kind):
+        raise ConfigError(f"{key} expects a {kind.__name__}, got {value!r}")
+    return value
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return a new config with dot-path overrides applied and every section re-validated."""
+    keys = valid_keys(config)
+    tree = config.to_dict()
+    for key, value in overrides.items():
+        if key not in keys:
+            hint = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+            suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; valid keys: {', '.join(keys)}"
+            raise ConfigError(f"unknown config key '{key}'{suggestion}")
+        section, _, name = key.rpartition(".")
+        node = tree
+        for part in filter(None, section.split(".")):
+            node = node[part]
+        node[name] = _coerce(key, value, node[name])
+    return RunConfig(
+        data=tree["data"],
+        model=ModelConfig(**tree["model"]),
+        optim=OptimConfig(**tree["optim"]),
+        train=TrainConfig(**tree["train"]),
+        sample=SampleConfig(**tree["sample"]),
+    )
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a JSON config or a Python file of literal `key = value` lines (never executed)."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            return flatten(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: invalid JSON ({err})") from None
+    values: dict[str, Any] = {}
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as err:
+        raise ConfigError(f"{path}:{err.lineno}: syntax error in config file") from None
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # docstring
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            raise ConfigError(
+                f"{path}:{node.lineno}: config files may only contain `name = literal` lines"
+            )
+        try:
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise ConfigError(f"{path}:{node.lineno}: value must be a literal") from None
+    return values
+
+
+def resolve_config(source: str | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Preset name or config file, then overrides. A file may name a `preset` to start from."""
+    overrides = dict(overrides or {})
+    if source is None:
+        config = PRESETS["cpu-demo"]()
+    elif source in PRESETS:
+        config = PRESETS[source]()
+    elif Path(source).suffix in (".json", ".py") or Path(source).exists():
+        values = read_config_file(Path(source))
+        base = values.pop("preset", "cpu-demo")
+        if base not in PRESETS:
+            raise ConfigError(f"{source}: unknown preset '{base}'; choose one of {', '.join(PRESETS)}")
+        config = apply_overrides(PRESETS[base](), values)
+    else:
+        hint = difflib.get_close_matches(source, list(PRESETS), n=1)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+        raise ConfigError(
+            f"'{source}' is neither a preset ({', '.join(PRESETS)}) nor a config file{suggestion}"
+        )
+    return apply_overrides(config, overrides)

@@ -1,0 +1,1 @@
+"""Text in, tokens out: corpora, tokenizers, prepared dataset directories, batch windows."""

@@ -1,0 +1,59 @@
+"""Device, precision and RNG plumbing shared by training, sampling and evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """cuda > mps > cpu when `auto`; an explicit name that is unavailable is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("train.device=mps but MPS is not available; use train.device=auto")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, dtype: str) -> torch.dtype | None:
+    """The autocast dtype to use, or None for plain float32."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Global RNG state (dropout draws from it), for exact resume."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,224 @@
+"""The training loop: build the parts, then step / evaluate / log / checkpoint, top to bottom.
+
+Every stateful part (model, optimizer, loader, noise generator, global RNG, counters) goes into
+the checkpoint, so `--resume auto` continues the exact same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .config import RunConfig
+from .data.dataset import Dataset, WindowLoader, contiguous_windows
+from .evaluate import build_eval_set, score_eval_set
+from .masking import mask_tokens, sample_times
+from .model import Transformer, describe
+from .objectives import masked_diffusion_loss
+from .runtime import autocast, autocast_dtype, pick_device, rng_state, seed_everything, set_rng_state
+from .schedules import cosine_lr
+
+EVAL_SEED = 1234
+EVAL_T_POINTS = 4
+
+
+@dataclass
+class Counters:
+    step: int = 0
+    best_val: float = math.inf
+    tokens_seen: int = 0
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.best_val = int(state["step"]), float(state["best_val"])
+        self.tokens_seen = int(state["tokens_seen"])
+
+
+def make_optimizer(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (nanoGPT), fused kernel on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type == "cuda")
+
+
+class MetricsLog:
+    """JSONL metrics file, plus TensorBoard / wandb when enabled (imported only then)."""
+
+    def __init__(self, out_dir: Path, cfg: RunConfig):
+        self.file = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.tb = self.wandb = None
+        if cfg.train.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        if cfg.train.wandb:
+            import wandb
+            self.wandb = wandb.init(project=cfg.train.wandb_project, config=cfg.to_dict())
+
+    def write(self, step: int, **values) -> None:
+        self.file.write(json.dumps({"step": step, "time": round(time.time(), 3), **values}) + "\n")
+        self.file.flush()
+        for key, value in values.items():
+            if self.tb and isinstance(value, (int, float)):
+                self.tb.add_scalar(key, value, step)
+        if self.wandb:
+            self.wandb.log(values, step=step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb:
+            self.tb.close()
+        if self.wandb:
+            self.wandb.finish()
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, dataset: Dataset, out_dir: Path, resume: str | None = None,
+                 log=print):
+        self.cfg, self.dataset, self.out_dir, self.log = cfg, dataset, Path(out_dir), log
+        dataset.check_block_size(cfg.model.block_size)
+        cfg.model.vocab_size = dataset.tokenizer.extended_vocab_size
+        seed_everything(cfg.train.seed)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = pick_device(cfg.train.device)
+        self.amp = autocast_dtype(self.device, cfg.train.dtype)
+        self.model = Transformer(cfg.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
+        self.loader = WindowLoader(dataset.train, cfg.train.batch_size, cfg.model.block_size,
+                                   seed=cfg.train.seed)
+        self.noise = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 1)
+        self.counters = Counters()
+        windows = contiguous_windows(dataset.val, cfg.model.block_size,
+                                     cfg.train.eval_batches * cfg.train.batch_size // EVAL_T_POINTS)
+        self.eval_set = build_eval_set(windows, dataset.tokenizer.mask_id, EVAL_T_POINTS, EVAL_SEED)
+        if resume:
+            self._resume(resume)
+        self.step_model = self._maybe_compile(self.model)
+
+    def _maybe_compile(self, model):
+        wanted = self.cfg.train.compile
+        if wanted == "true" or (wanted == "auto" and self.device.type == "cuda"):
+            return torch.compile(model)
+        return model
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"counters": self.counters.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "loader": self.loader.state_dict(), "noise": self.noise.get_state(),
+                "rng": rng_state()}
+
+    def _resume(self, resume: str) -> None:
+        source = self.out_dir / "latest" if resume == "auto" else Path(resume)
+        if resume == "auto" and not (source / "model.safetensors").is_file():
+            self.log(f"no checkpoint in {self.out_dir}/latest; starting a new run")
+            return
+        loaded = ckpt.load_checkpoint(source)
+        if loaded["train_state"] is None:
+            raise ckpt.CheckpointError(f"{loaded['path']} has no training state to resume from")
+        ckpt.load_weights(self.model, loaded["weights"])
+        state = loaded["train_state"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loader.load_state_dict(state["loader"])
+        self.noise.set_state(state["noise"])
+        set_rng_state(state["rng"])
+        self.counters.load_state_dict(state["counters"])
+        self.log(f"resumed from {loaded['path']} at step {self.counters.step}")
+
+    def save(self, name: str) -> Path:
+        return ckpt.save_checkpoint(
+            self.out_dir / name, self.model, self.cfg.to_dict(),
+            self.dataset.tokenizer.to_json(),
+            {**self.dataset.meta, "dataset_dir": str(self.dataset.path.resolve())},
+            self.state_dict())
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self) -> float:
+        """One optimizer step over `grad_accum` micro-batches; returns the mean loss."""
+        cfg, total = self.cfg.train, 0.0
+        window_tokens = cfg.grad_accum * cfg.batch_size * self.cfg.model.block_size
+        for _ in range(cfg.grad_accum):
+            x0 = self.loader.next_batch().to(self.device, non_blocking=True)
+            t = sample_times(x0.size(0), self.noise, cfg.antithetic, cfg.t_min)
+            xt, masked = mask_tokens(x0, t, self.dataset.tokenizer.mask_id, self.noise)
+            with autocast(self.device, self.amp):
+                logits = self.step_model(xt)
+            loss_sum, _ = masked_diffusion_loss(logits, x0, masked, t,
+                                                self.dataset.tokenizer.vocab_size)
+            loss = loss_sum / window_tokens
+            loss.backward()
+            total += loss.detach()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(total)
+
+    def evaluate(self) -> dict[str, float]:
+        return score_eval_set(self.model, self.eval_set, self.dataset.tokenizer.vocab_size,
+                              batch_size=self.cfg.train.batch_size, amp_dtype=self.amp)
+
+    def set_lr(self) -> float:
+        o = self.cfg.optim
+        lr = cosine_lr(self.counters.step, o.lr, o.min_lr, o.warmup_iters,
+                       o.lr_decay_iters or self.cfg.train.max_iters)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict[str, float]:
+        cfg, c = self.cfg.train, self.counters
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+        self.log(describe(self.model) + f" on {self.device}")
+        metrics = MetricsLog(self.out_dir, self.cfg)
+        bar = tqdm(total=cfg.max_iters, initial=c.step, disable=not cfg.progress, unit="it",
+                   dynamic_ncols=True)
+        last_eval: dict[str, float] = {}
+        tokens_per_step = cfg.grad_accum * cfg.batch_size * self.cfg.model.block_size
+        started, start_step = time.time(), c.step
+        try:
+            self.model.train()
+            while c.step < cfg.max_iters:
+                lr = self.set_lr()
+                loss = self.train_step()
+                c.step += 1
+                c.tokens_seen += tokens_per_step
+                bar.update(1)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {c.step}; lower optim.lr")
+
+                if c.step % cfg.log_interval == 0 or c.step == cfg.max_iters:
+                    elapsed = time.time() - started
+                    tok_s = (c.step - start_step) * tokens_per_step / max(elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
+                    metrics.write(c.step, train_loss=loss, lr=lr, tokens_per_sec=round(tok_s))
+
+                if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
+                    last_eval = self.evaluate()
+                    improved = last_eval["elbo_nats_per_char"] < c.best_val
+                    c.best_val = min(c.best_val, last_eval["elbo_nats_per_char"])
+                    metrics.write(c.step, **{f"val_{k}": v for k, v in last_eval.items()})
+                    bar.write(f"step {c.step}: val ELBO {last_eval['elbo_nats_per_char']:.4f} "
+                              f"nats/char, masked acc {last_eval['masked_accuracy']:.3f}, "
+                              f"train loss {loss:.4f}")
+                    if cfg.save_checkpoints:
+                        self.save("latest")
+                        if improved:
+                            self.save("best")
+        finally:
+            bar.close()
+            metrics.close()
+        return {"step": c.step, "best_val_elbo": c.best_val, **last_eval,
+                "train_seconds": round(time.time() - started, 1)}
