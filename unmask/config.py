@@ -289,7 +289,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
             values[node.targets[0].id] = ast.literal_eval(node.value)
         except ValueError:
             raise ConfigError(f"{path}:{node.lineno}: value must be a literal") from None
-    return values
+    return flatten(values)
 
 
 def resolve_config(source: str | None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -1,0 +1,45 @@
+# unmask: `make demo` trains and samples on Tiny Shakespeare; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build from local disk here; CUDA users: make demo TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+DEMO_OUT ?= out/demo
+
+.PHONY: demo test test-slow test-gpu install install-dev bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/unmask prepare tinyshakespeare --out data/tinyshakespeare
+	$(BIN)/unmask train cpu-demo --data data/tinyshakespeare --out $(DEMO_OUT)
+	$(BIN)/unmask sample $(DEMO_OUT) --num-samples 3
+	@echo
+	@echo "Sample again:  $(BIN)/unmask sample $(DEMO_OUT) --seed 1 --prompt 'ROMEO:'"
+	@echo "Evaluate:      $(BIN)/unmask eval $(DEMO_OUT) --json"
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+test-slow: install-dev
+	$(BIN)/python -m pytest -q -m slow
+
+test-gpu: install-dev
+	$(BIN)/python -m pytest -q -m gpu
+
+clean:
+	rm -rf out data/tinyshakespeare .pytest_cache

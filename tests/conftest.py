@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from unmask.config import ModelConfig
+from unmask.data.dataset import Dataset
+from unmask.data.prepare import prepare
+
+
+@pytest.fixture(scope="session")
+def shakespeare(tmp_path_factory) -> Dataset:
+    """The shipped Tiny Shakespeare, prepared once per test session."""
+    return Dataset.load(prepare("tinyshakespeare", tmp_path_factory.mktemp("data") / "ts"))
+
+
+@pytest.fixture
+def tiny_model_config() -> ModelConfig:
+    return ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=72)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

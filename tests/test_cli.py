@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from unmask.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    assert main(["prepare", "tinyshakespeare", "--out", str(root / "ts")]) == 0
+    assert main(["train", "debug", "--data", str(root / "ts"), "--out", str(root / "run"),
+                 "--train.max_iters=20", "--train.progress=false"]) == 0
+    return root
+
+
+def test_train_writes_checkpoints_and_metrics(run_dir):
+    run = run_dir / "run"
+    assert (run / "latest" / "model.safetensors").is_file()
+    assert (run / "best" / "model.safetensors").is_file()
+    assert (run / "metrics.jsonl").read_text().count("\n") >= 2
+
+
+def test_sample_json_deterministic(run_dir, capsys):
+    args = ["sample", str(run_dir / "run"), "--json", "--num-samples", "2", "--length", "20",
+            "--seed", "3", "--prompt", "ROMEO:", "--top-k", "20", "--top-p", "0.9"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert first == second and len(first["samples"]) == 2
+    for text in first["samples"]:
+        assert text.startswith("ROMEO:") and len(text) == 26 and "[" not in text
+
+
+def test_eval_json_reports_required_keys(run_dir, capsys):
+    assert main(["eval", str(run_dir / "run"), "--json", "--max-windows", "8",
+                 "--samples", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("elbo_nats_per_char", "elbo_bits_per_char", "masked_accuracy", "word_validity"):
+        assert isinstance(result[key], float)
+    assert 0 <= result["word_validity"] <= 1
+    assert main(["eval", str(run_dir / "run"), "--json", "--max-windows", "8",
+                 "--samples", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == result  # deterministic
+
+
+def test_resume_auto_continues(run_dir, capsys):
+    assert main(["train", "debug", "--data", str(run_dir / "ts"), "--out", str(run_dir / "run"),
+                 "--train.max_iters=25", "--train.progress=false", "--resume", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and json.loads(out.strip().splitlines()[-1])["step"] == 25
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "debug", "--optim.lrr=1"], "did you mean 'optim.lr'"),
+    (["train", "cpu-dem"], "did you mean 'cpu-demo'"),
+    (["prepare", "missing.txt", "--out", "x"], "missing.txt"),
+    (["sample", "no/such/run"], "no such checkpoint"),
+])
+def test_user_errors_are_one_line_and_nonzero(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_console_script_runs(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff" * 2000)
+    proc = subprocess.run([sys.executable, "-m", "unmask", "prepare", str(bad), "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "byte offset 0" in proc.stderr

@@ -1,0 +1,46 @@
+import torch
+
+from unmask.config import ModelConfig
+from unmask.model import Transformer
+
+
+def test_logits_shape_and_parameter_count(tiny_model_config):
+    model = Transformer(tiny_model_config)
+    logits = model(torch.randint(0, 72, (3, 20)))
+    assert logits.shape == (3, 20, 72)
+    c = tiny_model_config
+    hidden = 128  # 8/3 * 32 = 85.3, rounded up to a multiple of 64
+    per_layer = 4 * c.n_embd**2 + 3 * c.n_embd * hidden + 2 * c.n_embd
+    expected = c.vocab_size * c.n_embd + c.n_layer * per_layer + c.n_embd  # tied head
+    assert model.num_parameters() == expected
+
+
+def _changed_positions(cfg, j):
+    model = Transformer(cfg).eval()
+    x = torch.randint(0, 60, (1, 16))
+    y = x.clone()
+    y[0, j] = (x[0, j] + 1) % 60
+    with torch.no_grad():
+        diff = (model(x) - model(y)).abs().amax(-1)[0]
+    return diff > 1e-6
+
+
+def test_bidirectional_sees_the_future(tiny_model_config):
+    changed = _changed_positions(tiny_model_config, j=10)
+    assert changed[:10].all()  # earlier positions react to a later token
+
+
+def test_causal_cannot_see_the_future(tiny_model_config):
+    cfg = ModelConfig(**{**tiny_model_config.__dict__, "causal": True})
+    changed = _changed_positions(cfg, j=10)
+    assert not changed[:10].any() and changed[10:].all()
+
+
+def test_too_long_input_rejected(tiny_model_config):
+    model = Transformer(tiny_model_config)
+    try:
+        model(torch.zeros(1, 33, dtype=torch.long))
+    except ValueError as err:
+        assert "block_size" in str(err)
+    else:
+        raise AssertionError("expected a ValueError")

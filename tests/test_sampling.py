@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from unmask.model import Transformer
+from unmask.sampling import POLICIES, filter_logits, generate, sample
+
+V, MASK = 65, 65
+
+
+@pytest.fixture
+def model(tiny_model_config):
+    return Transformer(tiny_model_config).eval()
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("steps", [1, 5, 30, 100])
+def test_fills_every_mask_and_emits_no_special(model, policy, steps):
+    out = sample(model, vocab_size=V, mask_id=MASK, length=30, num_samples=3, steps=steps,
+                 policy=policy, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (3, 30)
+    assert (out < V).all()
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_same_seed_same_text(model, policy):
+    kw = dict(vocab_size=V, mask_id=MASK, length=24, num_samples=2, steps=8, policy=policy,
+              temperature=1.0, top_k=10, top_p=0.9)
+    a = sample(model, generator=torch.Generator().manual_seed(7), **kw)
+    b = sample(model, generator=torch.Generator().manual_seed(7), **kw)
+    c = sample(model, generator=torch.Generator().manual_seed(8), **kw)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_stream_reveals_monotonically_and_keeps_prompt(model):
+    prompt = [1, 2, 3, 4]
+    states = list(generate(model, vocab_size=V, mask_id=MASK, length=20, prompt_ids=prompt,
+                           num_samples=2, steps=5, generator=torch.Generator().manual_seed(0)))
+    assert len(states) == 5 and states[-1].remaining == 0
+    remaining = [s.remaining for s in states]
+    assert remaining == sorted(remaining, reverse=True)
+    assert [int(s.revealed.sum()) for s in states] == [8, 8, 8, 8, 8]  # 4 per sample per step
+    for s in states:
+        assert s.tokens[:, :4].tolist() == [prompt, prompt]
+        assert not s.revealed[:, :4].any()
+
+
+def test_prompt_plus_length_beyond_context_rejected(model):
+    with pytest.raises(ValueError, match="context"):
+        sample(model, vocab_size=V, mask_id=MASK, length=30, prompt_ids=[1, 2, 3])
+
+
+def test_unknown_policy_rejected(model):
+    with pytest.raises(ValueError, match="confidence"):
+        sample(model, vocab_size=V, mask_id=MASK, length=4, policy="nope")
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = filter_logits(logits, top_k=2).isfinite()
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = filter_logits(logits, top_p=0.7).isfinite()  # 0.5 < 0.7, 0.5 + 0.3 >= 0.7
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = filter_logits(logits, top_p=0.5).isfinite()
+    assert kept.tolist() == [[True, False, False, False]]
+
+
+def test_greedy_is_argmax(model):
+    out = sample(model, vocab_size=V, mask_id=MASK, length=10, steps=1, temperature=0.0)
+    x = torch.full((1, 10), MASK)
+    assert torch.equal(out, model(x)[..., :V].argmax(-1))
