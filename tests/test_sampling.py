@@ -68,3 +68,18 @@ def test_greedy_is_argmax(model):
     out = sample(model, vocab_size=V, mask_id=MASK, length=10, steps=1, temperature=0.0)
     x = torch.full((1, 10), MASK)
     assert torch.equal(out, model(x)[..., :V].argmax(-1))
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_blocks_fill_left_to_right(model, policy):
+    states = list(generate(model, vocab_size=V, mask_id=MASK, length=24, num_samples=2,
+                           steps=12, policy=policy, block_length=8,
+                           generator=torch.Generator().manual_seed(0)))
+    assert states[-1].remaining == 0 and len(states) <= 12
+    for s in states:
+        first_masked_block = (s.tokens == MASK).float().argmax(-1) // 8
+        revealed_blocks = s.revealed.nonzero()[:, 1] // 8
+        # every reveal happens in a block no later than the first block that still has masks
+        assert (revealed_blocks <= 2).all()
+    for s in states[:4]:  # the first third of the budget only touches the first block
+        assert not s.revealed[:, 8:].any()

@@ -81,7 +81,7 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 1337
     device: str = "auto"  # auto = cuda > mps > cpu
-    dtype: str = "auto"  # auto = bf16 autocast on CUDA when supported, else float32
+    dtype: str = "auto"  # auto = bf16 autocast where fast (CUDA, bf16-capable CPUs), else float32
     compile: str = "auto"  # auto = torch.compile on CUDA only; "true" / "false" force it
     threads: int = 0  # CPU threads for torch; 0 = torch's default
     antithetic: bool = True  # stratified diffusion times across the batch (MDLM)
@@ -114,6 +114,7 @@ class SampleConfig:
     temperature: float = 0.8
     top_k: int = 0
     top_p: float = 1.0
+    block_length: int = 0  # > 0: fill left to right in blocks of this many tokens (LLaDA)
     num_samples: int = 4
     seed: int = 0
 

@@ -29,8 +29,18 @@ def autocast_dtype(device: torch.device, dtype: str) -> torch.dtype | None:
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
+        if device.type == "cpu" and cpu_has_fast_bf16():
+            return torch.bfloat16  # ~1.3x faster training on AVX512-BF16 / AMX CPUs
         return None
     return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (otherwise bf16 is emulated, slower)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

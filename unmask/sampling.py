@@ -87,12 +87,15 @@ POLICIES: dict[str, Callable[..., torch.Tensor]] = {
 def generate(model: Transformer, *, vocab_size: int, mask_id: int, length: int,
              prompt_ids: list[int] | None = None, num_samples: int = 1, steps: int = 64,
              policy: str = "confidence", temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, generator: torch.Generator | None = None
-             ) -> Iterator[StepState]:
+             top_p: float = 1.0, block_length: int = 0,
+             generator: torch.Generator | None = None) -> Iterator[StepState]:
     """Yield the state after each unmasking step; the last state has no [MASK] left.
 
     `prompt_ids` is a fixed prefix; `length` counts generated tokens after it. Only the first
     `vocab_size` logits (real tokens) are ever sampled, so no special token is emitted.
+    With `block_length` > 0 the generated span is filled block by block, left to right, the
+    step budget split evenly between blocks (LLaDA's semi-autoregressive decoding); within a
+    block the policy chooses the order.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown sampling policy '{policy}'; choose one of {', '.join(POLICIES)}")
@@ -110,16 +113,25 @@ def generate(model: Transformer, *, vocab_size: int, mask_id: int, length: int,
     if prompt:
         x[:, : len(prompt)] = torch.tensor(prompt, device=device)
     choose = POLICIES[policy]
-    steps = max(1, min(steps, length)) if length else 1
-    for step in range(steps):
-        masked = x == mask_id
-        if not masked.any():
-            break
-        logits = model(x)[..., :vocab_size]
-        tokens, confidence = sample_tokens(logits, temperature, top_k, top_p, generator)
-        reveal = choose(confidence, masked, step, steps, generator)
-        x = torch.where(reveal, tokens, x)
-        yield StepState(step + 1, steps, x.clone(), reveal, int((x == mask_id).sum()))
+    block_length = block_length if 0 < block_length < length else length
+    n_blocks = -(-length // block_length) if length else 0
+    steps = max(n_blocks, min(steps, length))
+    done = 0
+    for b in range(n_blocks):
+        start = len(prompt) + b * block_length
+        in_block = torch.zeros(total, dtype=torch.bool, device=device)
+        in_block[start:start + block_length] = True
+        block_steps = steps * (b + 1) // n_blocks - steps * b // n_blocks
+        for step in range(block_steps):
+            masked = (x == mask_id) & in_block
+            if not masked.any():
+                break
+            logits = model(x)[..., :vocab_size]
+            tokens, confidence = sample_tokens(logits, temperature, top_k, top_p, generator)
+            reveal = choose(confidence, masked, step, block_steps, generator)
+            x = torch.where(reveal, tokens, x)
+            done += 1
+            yield StepState(done, steps, x.clone(), reveal, int((x == mask_id).sum()))
 
 
 def sample(model: Transformer, **kwargs) -> torch.Tensor:
