@@ -84,3 +84,32 @@ def test_blocks_fill_left_to_right(model, policy):
         assert not (s.tokens[:, : 8 * block] == MASK).any()  # earlier blocks are complete
         blocks.append(block)
     assert blocks == sorted(blocks) and blocks[-1] == 2
+
+
+@pytest.mark.parametrize("length", [10, 40])  # 40 runs past the 32-token context
+def test_kv_cache_generation_equals_no_cache(tiny_model_config, length):
+    from unmask.config import ModelConfig
+    from unmask.sampling import generate_causal
+
+    cfg = ModelConfig(**{**tiny_model_config.__dict__, "mode": "language_model"})
+    model = Transformer(cfg).eval()
+    kw = dict(vocab_size=V, mask_id=MASK, length=length, prompt_ids=[1, 2, 3], num_samples=2,
+              temperature=1.0, top_k=20)
+    runs = [list(generate_causal(model, use_cache=c, generator=torch.Generator().manual_seed(5),
+                                 **kw))[-1].tokens for c in (True, False)]
+    assert torch.equal(runs[0], runs[1])
+    assert runs[0].shape == (2, 3 + length) and (runs[0] < V).all()
+
+
+def test_cached_logits_match_full_forward(tiny_model_config):
+    from unmask.config import ModelConfig
+    from unmask.model import KVCache
+
+    cfg = ModelConfig(**{**tiny_model_config.__dict__, "mode": "language_model"})
+    model = Transformer(cfg).eval()
+    x = torch.randint(0, V, (2, 20))
+    with torch.no_grad():
+        full = model(x)
+        cache = KVCache(cfg, 2, "cpu")
+        parts = [model(x[:, :7], cache), model(x[:, 7:8], cache), model(x[:, 8:20], cache)]
+    assert torch.allclose(full, torch.cat(parts, 1), atol=1e-5)

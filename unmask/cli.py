@@ -20,7 +20,11 @@ def cmd_prepare(args) -> int:
     from .data.dataset import Dataset
     from .data.prepare import prepare
 
-    out = prepare(args.source, args.out, block_size=args.block_size)
+    if args.source == "authors":
+        from .data.authors import prepare_authors
+        out = prepare_authors(args.out)
+    else:
+        out = prepare(args.source, args.out, block_size=args.block_size)
     meta = Dataset.load(out).meta
     print(f"prepared {meta['name']} in {out}: {meta['train_tokens']:,} train / "
           f"{meta['val_tokens']:,} val tokens, vocabulary {meta['vocab_size']} "
@@ -62,21 +66,34 @@ def cmd_sample(args) -> int:
     import torch
 
     from .pretrained import load_pretrained
-    from .sampling import sample
+    from .sampling import final_state, generate_causal, sample
 
     pre = load_pretrained(args.checkpoint, args.device)
-    s = pre.config.sample
-    length = args.length or min(s.length, pre.config.model.block_size)
-    prompt_ids = pre.tokenizer.encode(args.prompt) if args.prompt else []
-    tokens = sample(
-        pre.model, vocab_size=pre.tokenizer.vocab_size, mask_id=pre.tokenizer.mask_id,
-        length=length, prompt_ids=prompt_ids, num_samples=args.num_samples or s.num_samples,
-        steps=args.steps or s.steps, policy=args.policy or s.policy,
+    s, mode = pre.config.sample, pre.config.model.mode
+    if mode == "sequence_classifier":
+        raise ValueError(f"{pre.path} is a sequence classifier; it classifies, it does not sample")
+    common = dict(
+        vocab_size=pre.tokenizer.vocab_size, mask_id=pre.tokenizer.mask_id,
+        num_samples=args.num_samples or s.num_samples,
         temperature=s.temperature if args.temperature is None else args.temperature,
         top_k=s.top_k if args.top_k is None else args.top_k,
         top_p=s.top_p if args.top_p is None else args.top_p,
         generator=torch.Generator().manual_seed(args.seed))
-    texts = [args.prompt + t for t in _texts(pre, tokens, len(prompt_ids))]
+    if mode == "language_model":
+        prompt = args.prompt or "\n"
+        prompt_ids = pre.tokenizer.encode(prompt)
+        length = args.length or s.length
+        tokens = final_state(generate_causal(pre.model, length=length, prompt_ids=prompt_ids,
+                                             **common)).tokens
+    else:
+        prompt = args.prompt
+        prompt_ids = pre.tokenizer.encode(prompt) if prompt else []
+        length = args.length or min(s.length, pre.config.model.block_size - len(prompt_ids))
+        tokens = sample(pre.model, length=length, prompt_ids=prompt_ids,
+                        steps=args.steps or s.steps, policy=args.policy or s.policy,
+                        block_length=s.block_length if args.block_length is None
+                        else args.block_length, **common)
+    texts = [prompt + t for t in _texts(pre, tokens, len(prompt_ids))]
     if args.json:
         print(json.dumps({"checkpoint": pre.path, "samples": texts}, ensure_ascii=False))
     else:
@@ -105,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="tokenize a corpus into a dataset directory")
     p.add_argument("source", help="shipped corpus (tinyshakespeare, frankenstein, "
-                                  "pride_and_prejudice) or a UTF-8 text file")
+                                  "pride_and_prejudice), 'authors' (the author-attribution "
+                                  "task over all three) or a UTF-8 text file")
     p.add_argument("--out", required=True, help="dataset directory to write")
     p.add_argument("--block-size", type=int, default=1024, help="longest context the dataset serves")
 
@@ -124,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
+    p.add_argument("--block-length", type=int, help="fill left to right in blocks of this size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt", default="", help="fixed prefix")
     p.add_argument("--num-samples", type=int)

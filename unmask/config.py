@@ -21,6 +21,9 @@ class ConfigError(ValueError):
     """A user mistake in a config file, preset name or override."""
 
 
+MODEL_MODES = ("token_classifier", "language_model", "sequence_classifier")
+
+
 @dataclass
 class ModelConfig:
     """Transformer shape. `vocab_size` is filled in from the dataset's meta.json."""
@@ -31,11 +34,21 @@ class ModelConfig:
     block_size: int = 256
     dropout: float = 0.0
     vocab_size: int = 0  # extended vocabulary (real tokens + special tokens); 0 = from data
-    causal: bool = False  # True gives the autoregressive baseline
+    mode: str = "token_classifier"  # token_classifier | language_model | sequence_classifier
+    causal: bool = False  # causal attention: the autoregressive baseline (mode language_model)
+    binary_head: bool = False  # per-token good/wrong head instead of the vocabulary (remasking)
+    num_classes: int = 0  # sequence_classifier only
     rope_theta: float = 10000.0
     mlp_hidden: int = 0  # SwiGLU hidden width; 0 = 8/3 * n_embd rounded up to a multiple of 64
 
     def __post_init__(self) -> None:
+        if self.mode not in MODEL_MODES:
+            raise ConfigError(f"model.mode must be one of {', '.join(MODEL_MODES)}, got '{self.mode}'")
+        if self.causal and self.mode == "token_classifier":
+            self.mode = "language_model"
+        self.causal = self.mode == "language_model"
+        if self.mode == "sequence_classifier" and self.num_classes < 2:
+            raise ConfigError("model.num_classes must be >= 2 for a sequence_classifier")
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
@@ -84,6 +97,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto = bf16 autocast where fast (CUDA, bf16-capable CPUs), else float32
     compile: str = "auto"  # auto = torch.compile on CUDA only; "true" / "false" force it
     threads: int = 0  # CPU threads for torch; 0 = torch's default
+    objective: str = "auto"  # auto = causal_lm for a causal model, else mdlm (see tasks.TASKS)
     antithetic: bool = True  # stratified diffusion times across the batch (MDLM)
     t_min: float = 1e-3  # smallest diffusion time sampled in training
     save_checkpoints: bool = True
@@ -128,6 +142,27 @@ class SampleConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Start from another run's weights (seed 001's transfer learning)."""
+
+    init_from: str = "scratch"  # scratch | resume (with pretrained_checkpoint_path: transfer)
+    pretrained_checkpoint_path: str = ""
+    transfer_learning_mode: str = "fine_tuning"  # fine_tuning | feature_extraction
+    switch_to_binary: bool = False  # replace the vocabulary head by a good/wrong head
+
+    def __post_init__(self) -> None:
+        if self.init_from not in ("scratch", "resume", "pretrained"):
+            raise ConfigError("transfer.init_from must be scratch, resume or pretrained")
+        if self.transfer_learning_mode not in ("fine_tuning", "feature_extraction"):
+            raise ConfigError("transfer.transfer_learning_mode must be fine_tuning or "
+                              "feature_extraction")
+
+    @property
+    def enabled(self) -> bool:
+        return self.init_from != "scratch" and bool(self.pretrained_checkpoint_path)
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; mirrors the object tree (model, optimizer, loop, sampler)."""
 
@@ -136,6 +171,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -183,10 +219,24 @@ def preset_shakespeare_char() -> RunConfig:
     )
 
 
+def preset_nanogpt_cpu_lm() -> RunConfig:
+    """The autoregressive baseline with nanoGPT's CPU recipe (4L/4H/128, context 64, batch 12)."""
+    return RunConfig(
+        model=ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0,
+                          mode="language_model"),
+        optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_iters=100, weight_decay=0.1,
+                          beta2=0.99, grad_clip=1.0),
+        train=TrainConfig(max_iters=2000, batch_size=12, eval_interval=250, eval_batches=20,
+                          log_interval=50),
+        sample=SampleConfig(length=256, temperature=0.8, top_k=200),
+    )
+
+
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "debug": preset_debug,
     "cpu-demo": preset_cpu_demo,
     "shakespeare-char": preset_shakespeare_char,
+    "nanogpt-cpu-lm": preset_nanogpt_cpu_lm,
 }
 
 
@@ -260,6 +310,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         optim=OptimConfig(**tree["optim"]),
         train=TrainConfig(**tree["train"]),
         sample=SampleConfig(**tree["sample"]),
+        transfer=TransferConfig(**tree["transfer"]),
     )
 
 

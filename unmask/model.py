@@ -29,20 +29,46 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.type_as(x)
 
 
+class KVCache:
+    """Keys and values of past positions for causal decoding: (n_layer, B, nh, max_len, hs)."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, device, dtype=torch.float32):
+        shape = (cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # positions already stored
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store this call's keys/values; return all keys/values so far for attention."""
+        start, end = self.length, self.length + k.size(2)
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.n_head, self.causal, self.dropout = cfg.n_head, cfg.causal, cfg.dropout
+        self.n_head, self.causal, self.dropout, self.layer = cfg.n_head, cfg.causal, cfg.dropout, layer
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, nh, T, hs)
+        mask, is_causal = None, self.causal
+        if cache is not None:
+            start = cache.length
+            k, v = cache.update(self.layer, k, v)  # (B, nh, start + T, hs)
+            if start > 0:  # query i (absolute start + i) may see keys 0 .. start + i
+                is_causal = False
+                if T > 1:
+                    mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
-        )
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -61,19 +87,28 @@ class SwiGLU(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.norm1, self.norm2 = nn.RMSNorm(cfg.n_embd), nn.RMSNorm(cfg.n_embd)
-        self.attn, self.mlp = Attention(cfg), SwiGLU(cfg)
+        self.attn, self.mlp = Attention(cfg, layer), SwiGLU(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), cos, sin))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), cos, sin, cache))
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
+BACKBONE_PREFIXES = ("embed.", "blocks.", "norm.")
+
+
 class Transformer(nn.Module):
-    """tokens (B, T) -> logits (B, T, vocab_size) over the extended vocabulary."""
+    """tokens (B, T) -> logits. Heads by mode:
+
+    token_classifier / language_model: (B, T, vocab_size) over the extended vocabulary, the
+    head tied to the embedding; with `binary_head`: (B, T, 2) good/wrong per token;
+    sequence_classifier: (B, num_classes) from the final state at position 0 ([CLS]).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -82,10 +117,14 @@ class Transformer(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied embeddings
+        if cfg.mode == "sequence_classifier":
+            self.classifier = nn.Linear(cfg.n_embd, cfg.num_classes)
+        elif cfg.binary_head:
+            self.binary = nn.Linear(cfg.n_embd, 2)
         cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -98,24 +137,41 @@ class Transformer(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     def num_parameters(self) -> int:
         """Unique parameters (the tied head counts once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        T = tokens.size(1)
-        if T > self.cfg.block_size:
-            raise ValueError(f"sequence length {T} exceeds model.block_size {self.cfg.block_size}")
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+    def backbone_parameters(self):
+        return [p for n, p in self.named_parameters() if n.startswith(BACKBONE_PREFIXES)]
+
+    def features(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final normalised hidden states (B, T, C)."""
+        T, start = tokens.size(1), cache.length if cache is not None else 0
+        if start + T > self.cfg.block_size:
+            raise ValueError(f"sequence length {start + T} exceeds model.block_size "
+                             f"{self.cfg.block_size}")
+        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.drop(self.embed(tokens))  # (B, T, C)
         for block in self.blocks:
-            x = block(x, cos, sin)
-        return self.head(self.norm(x))  # (B, T, V)
+            x = block(x, cos, sin, cache)
+        if cache is not None:
+            cache.length += T
+        return self.norm(x)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        h = self.features(tokens, cache)
+        if self.cfg.mode == "sequence_classifier":
+            return self.classifier(h[:, 0])  # (B, num_classes)
+        if self.cfg.binary_head:
+            return self.binary(h)  # (B, T, 2)
+        return self.head(h)  # (B, T, V)
 
 
 def describe(model: Transformer) -> str:
     cfg = model.cfg
     kind = "causal" if cfg.causal else "bidirectional"
-    return (f"{kind} transformer: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, "
+    return (f"{kind} transformer ({cfg.mode}): {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, "
             f"context {cfg.block_size}, {model.num_parameters() / 1e6:.2f}M parameters")

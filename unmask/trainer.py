@@ -17,16 +17,12 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .data.dataset import Dataset, WindowLoader, contiguous_windows
-from .evaluate import build_eval_set, score_eval_set
-from .masking import mask_tokens, sample_times
+from .data.dataset import Dataset
 from .model import Transformer, describe
-from .objectives import masked_diffusion_loss
 from .runtime import autocast, autocast_dtype, pick_device, rng_state, seed_everything, set_rng_state
 from .schedules import cosine_lr
-
-EVAL_SEED = 1234
-EVAL_T_POINTS = 4
+from .tasks import make_task
+from .transfer import load_pretrained_weights, optimizer_summary
 
 
 @dataclass
@@ -86,22 +82,27 @@ class Trainer:
     def __init__(self, cfg: RunConfig, dataset: Dataset, out_dir: Path, resume: str | None = None,
                  log=print):
         self.cfg, self.dataset, self.out_dir, self.log = cfg, dataset, Path(out_dir), log
+        dataset.check_mode(cfg.model.mode)
         dataset.check_block_size(cfg.model.block_size)
         cfg.model.vocab_size = dataset.tokenizer.extended_vocab_size
+        if cfg.model.mode == "sequence_classifier" and not cfg.model.num_classes:
+            cfg.model.num_classes = int(dataset.meta["num_classes"])
+        if cfg.transfer.switch_to_binary:
+            cfg.model.binary_head = True
         seed_everything(cfg.train.seed)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = pick_device(cfg.train.device)
         self.amp = autocast_dtype(self.device, cfg.train.dtype)
         self.model = Transformer(cfg.model).to(self.device)
+        if cfg.transfer.enabled:
+            load_pretrained_weights(self.model, cfg.transfer, log)
         self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
-        self.loader = WindowLoader(dataset.train, cfg.train.batch_size, cfg.model.block_size,
-                                   seed=cfg.train.seed)
-        self.noise = torch.Generator(device=self.device).manual_seed(cfg.train.seed + 1)
+        if cfg.transfer.enabled:
+            log(optimizer_summary(self.model, self.optimizer))
+        self.task = make_task(cfg, dataset, self.device)
+        self.loader = self.task.make_loader(cfg.train.seed)
         self.counters = Counters()
-        windows = contiguous_windows(dataset.val, cfg.model.block_size,
-                                     cfg.train.eval_batches * cfg.train.batch_size // EVAL_T_POINTS)
-        self.eval_set = build_eval_set(windows, dataset.tokenizer.mask_id, EVAL_T_POINTS, EVAL_SEED)
         if resume:
             self._resume(resume)
         self.step_model = self._maybe_compile(self.model)
@@ -115,7 +116,7 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {"counters": self.counters.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "loader": self.loader.state_dict(), "noise": self.noise.get_state(),
+                "loader": self.loader.state_dict(), "task": self.task.state_dict(),
                 "rng": rng_state()}
 
     def _resume(self, resume: str) -> None:
@@ -130,7 +131,7 @@ class Trainer:
         state = loaded["train_state"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.loader.load_state_dict(state["loader"])
-        self.noise.set_state(state["noise"])
+        self.task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
         self.counters.load_state_dict(state["counters"])
         self.log(f"resumed from {loaded['path']} at step {self.counters.step}")
@@ -144,18 +145,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
     def train_step(self) -> float:
-        """One optimizer step over `grad_accum` micro-batches; returns the mean loss."""
-        cfg, total = self.cfg.train, 0.0
-        window_tokens = cfg.grad_accum * cfg.batch_size * self.cfg.model.block_size
-        for _ in range(cfg.grad_accum):
-            x0 = self.loader.next_batch().to(self.device, non_blocking=True)
-            t = sample_times(x0.size(0), self.noise, cfg.antithetic, cfg.t_min)
-            xt, masked = mask_tokens(x0, t, self.dataset.tokenizer.mask_id, self.noise)
+        """One optimizer step over `grad_accum` micro-batches; returns the window's loss.
+
+        All micro-batches are drawn first so the loss is normalised by the whole window's
+        count (torchtitan), not averaged per micro-batch.
+        """
+        batches = [self.task.make_batch(self.loader.next_batch(), self.counters.step)
+                   for _ in range(self.cfg.train.grad_accum)]
+        window_count = torch.stack([self.task.normaliser(b) for b in batches]).sum().clamp_min(1)
+        total = torch.zeros((), device=self.device)
+        for batch in batches:
             with autocast(self.device, self.amp):
-                logits = self.step_model(xt)
-            loss_sum, _ = masked_diffusion_loss(logits, x0, masked, t,
-                                                self.dataset.tokenizer.vocab_size)
-            loss = loss_sum / window_tokens
+                logits = self.step_model(batch.inputs)
+            loss = self.task.loss(logits, batch) / window_count
             loss.backward()
             total += loss.detach()
         if self.cfg.optim.grad_clip > 0:
@@ -165,8 +167,7 @@ class Trainer:
         return float(total)
 
     def evaluate(self) -> dict[str, float]:
-        return score_eval_set(self.model, self.eval_set, self.dataset.tokenizer.vocab_size,
-                              batch_size=self.cfg.train.batch_size, amp_dtype=self.amp)
+        return self.task.evaluate(self.model, self.amp)
 
     def set_lr(self) -> float:
         o = self.cfg.optim
@@ -207,12 +208,12 @@ class Trainer:
 
                 if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
                     last_eval = self.evaluate()
-                    improved = last_eval["elbo_nats_per_char"] < c.best_val
-                    c.best_val = min(c.best_val, last_eval["elbo_nats_per_char"])
-                    metrics.write(c.step, **{f"val_{k}": v for k, v in last_eval.items()})
-                    bar.write(f"step {c.step}: val ELBO {last_eval['elbo_nats_per_char']:.4f} "
-                              f"nats/char, masked acc {last_eval['masked_accuracy']:.3f}, "
-                              f"train loss {loss:.4f}")
+                    improved = last_eval["val_loss"] < c.best_val
+                    c.best_val = min(c.best_val, last_eval["val_loss"])
+                    metrics.write(c.step, **{k if k.startswith("val") else f"val_{k}": v
+                                             for k, v in last_eval.items()})
+                    bar.write(f"step {c.step}: " + ", ".join(
+                        f"{k} {v:.4f}" for k, v in last_eval.items()) + f", train loss {loss:.4f}")
                     if cfg.save_checkpoints:
                         self.save("latest")
                         if improved:
@@ -220,5 +221,5 @@ class Trainer:
         finally:
             bar.close()
             metrics.close()
-        return {"step": c.step, "best_val_elbo": c.best_val, **last_eval,
+        return {"step": c.step, "best_val_loss": c.best_val, **last_eval,
                 "train_seconds": round(time.time() - started, 1)}

@@ -46,6 +46,14 @@ class Dataset:
     def split(self, name: str) -> torch.Tensor:
         return {"train": self.train, "val": self.val}[name]
 
+    def check_mode(self, mode: str) -> None:
+        supported = self.meta.get("supported_model_modes", [])
+        if mode not in supported:
+            raise DatasetError(
+                f"dataset {self.path} does not support model.mode={mode} (it supports "
+                f"{', '.join(supported)}); pick one of those or another dataset"
+            )
+
     def check_block_size(self, block_size: int) -> None:
         shortest = min(len(self.train), len(self.val))
         if block_size > shortest - 1:
@@ -62,6 +70,9 @@ def resolve_dataset(data: str, runs_root: Path = Path("data")) -> Dataset:
         return Dataset.load(path)
     if path.is_dir():
         return Dataset.load(path)  # raises with the "run unmask prepare" hint
+    if data == "authors":
+        from .authors import prepare_authors
+        return Dataset.load(prepare_authors(runs_root / "authors"))
     target = runs_root / (path.stem if path.suffix else data)
     return Dataset.load(prepare(data, target))
 

@@ -1,0 +1,127 @@
+"""Remasking sampler (seed 002, step 4.1): fill masks and send flagged tokens back to [MASK].
+
+A model trained with self_correction.py outputs a remask id ([WRONG], or [MASK] in the
+single-token variant) on visible tokens it believes wrong. Each step reads one forward pass
+two ways: visible tokens whose argmax over (real tokens + remask id) is the remask id become
+[MASK]; masked positions are filled most-confident-first with real tokens only. Starting from
+a corrupted text without masks, the same loop is a proofreader (`repair`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .model import Transformer
+from .sampling import StepState, sample_tokens
+from .self_correction import remask_id_for
+
+
+@dataclass
+class RemaskStepState(StepState):
+    remasked: torch.Tensor  # (B, L) bool, visible positions flagged and re-masked at this step
+
+
+def flag_from_logits(logits: torch.Tensor, vocab_size: int, remask_id: int,
+                     bias: float = 0.0) -> torch.Tensor:
+    """Bool (B, L): the argmax over real tokens + remask id is the remask id (ties -> real)."""
+    flag = logits[..., remask_id].float() + bias
+    return flag > logits[..., :vocab_size].float().max(-1).values
+
+
+@torch.no_grad()
+def detect_wrong(model: Transformer, tokens: torch.Tensor, vocab_size: int, wrong_id: int,
+                 remask_target: str = "wrong", *, mask_id: int | None = None,
+                 mask_logit_bias: float = 0.0) -> torch.Tensor:
+    """Bool (B, L) positions the model flags as wrong in one forward pass.
+
+    `mask_id` defaults to `vocab_size` (the tokenizer puts [MASK] right after the text
+    vocabulary); the bias is added to the [MASK] logit in the single-token variant only.
+    """
+    mask_id = vocab_size if mask_id is None else mask_id
+    remask_id = remask_id_for(remask_target, mask_id, wrong_id)
+    bias = mask_logit_bias if remask_id == mask_id else 0.0
+    return flag_from_logits(model(tokens), vocab_size, remask_id, bias)
+
+
+def _most_confident(confidence: torch.Tensor, masked: torch.Tensor, k: torch.Tensor
+                    ) -> torch.Tensor:
+    """Bool (B, L): the k[b] most confident masked positions of each row."""
+    score = confidence.masked_fill(~masked, float("-inf"))
+    rank = score.argsort(-1, descending=True).argsort(-1)
+    return (rank < k[:, None]) & masked
+
+
+@torch.no_grad()
+def remask_generate(model: Transformer, *, vocab_size: int, mask_id: int, wrong_id: int,
+                    tokens: torch.Tensor, frozen: torch.Tensor | None = None,
+                    max_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
+                    top_p: float = 1.0, generator: torch.Generator | None = None,
+                    remask_target: str = "wrong", mask_logit_bias: float = 0.0,
+                    unmask_per_step: int | None = None, max_remasks: int = 2
+                    ) -> Iterator[RemaskStepState]:
+    """Yield a RemaskStepState per step until a fixed point or `max_steps`.
+
+    `tokens` (B, L) may hold [MASK] and wrong real tokens; any special id outside `frozen` is
+    treated as [MASK]. `frozen` positions (e.g. a prompt) are never changed and must hold real
+    tokens. Per step: flag (see module doc), then fill k masked positions per row, k =
+    ceil(#masked / steps left) or `unmask_per_step`. A position re-masked `max_remasks` times
+    is no longer eligible: without this cap a model that keeps doubting its own fill can
+    flip-flop forever. The run stops once a step finds nothing masked and nothing flagged (the
+    filled text has been checked once more), and the last step flags nothing and fills every
+    mask, so the output never holds a special token.
+    """
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    remask_id = remask_id_for(remask_target, mask_id, wrong_id)
+    bias = mask_logit_bias if remask_id == mask_id else 0.0
+    x = tokens.clone()
+    frozen = torch.zeros_like(x, dtype=torch.bool) if frozen is None else frozen.to(x.device)
+    if (frozen & (x >= vocab_size)).any():
+        raise ValueError("frozen positions must hold real tokens, not [MASK] or other specials")
+    x = torch.where(~frozen & (x >= vocab_size), mask_id, x)
+    generator = generator or torch.Generator().manual_seed(0)
+    remask_count = torch.zeros_like(x)
+    model.eval()
+    for step in range(max_steps):
+        last = step == max_steps - 1
+        logits = model(x)
+        masked = x == mask_id
+        flagged = (flag_from_logits(logits, vocab_size, remask_id, bias) & ~masked & ~frozen
+                   & (remask_count < max_remasks))
+        if last:
+            flagged = torch.zeros_like(flagged)
+        if not (masked | flagged).any():
+            break
+        fills, confidence = sample_tokens(logits[..., :vocab_size], temperature, top_k, top_p,
+                                          generator)
+        n_masked = masked.sum(-1)
+        if last:
+            k = n_masked
+        elif unmask_per_step is not None:
+            k = torch.full_like(n_masked, unmask_per_step)
+        else:
+            k = torch.ceil(n_masked / (max_steps - step)).long()
+        reveal = _most_confident(confidence, masked, k)
+        x = torch.where(reveal, fills, x)
+        x = torch.where(flagged, mask_id, x)
+        remask_count += flagged
+        yield RemaskStepState(step + 1, max_steps, x.clone(), reveal, int((x == mask_id).sum()),
+                              flagged)
+
+
+def repair(model: Transformer, *, vocab_size: int, mask_id: int, wrong_id: int,
+           corrupted: torch.Tensor, frozen: torch.Tensor | None = None, max_steps: int = 16,
+           temperature: float = 0.0, **kwargs) -> torch.Tensor:
+    """Proofread a corrupted text (no masks): the first step flags, later steps refill.
+
+    Greedy by default (temperature 0), since repair is scored against one true text.
+    """
+    final = corrupted.clone()
+    for state in remask_generate(model, vocab_size=vocab_size, mask_id=mask_id,
+                                 wrong_id=wrong_id, tokens=corrupted, frozen=frozen,
+                                 max_steps=max_steps, temperature=temperature, **kwargs):
+        final = state.tokens
+    return final
