@@ -141,6 +141,60 @@ class SampleConfig:
             raise ConfigError("sample.top_p must be in (0, 1]")
 
 
+REMASK_TARGETS = ("wrong", "mask")
+
+
+@dataclass
+class SelfCorrectionConfig:
+    """Knobs of seeds 002/003, same names."""
+
+    weight_unmask_task: float = 1.0  # loss weight where the input is [MASK] (fill in the blank)
+    weight_remask_task: float = 1.0  # loss weight where a swapped token must be flagged
+    penalty_mask_correct: float = 0.5  # final weight of flagging a correct token (discount)
+    masking_warmup_iters: int = 1000  # iterations to ramp the penalty 0 -> penalty_mask_correct
+    proofreading_warmup_iters: int = 2000  # iterations to ramp swapped tokens 0 -> full share
+    guaranteed_correct_factor: float = 0.01  # total corruption rate is drawn below 1 - this
+    remask_target: str = "wrong"  # "wrong": flag with [WRONG]; "mask": flag with [MASK]
+    initial_mask_logit_bias: float = 3.5  # single-token variant: starting [MASK] logit bias
+    bias_update_strength: float = 0.01  # controller gain (see MaskBiasController)
+    target_mask_prob: float = 0.5  # controller set point: [MASK] prob on unmask positions
+
+    def __post_init__(self) -> None:
+        if self.remask_target not in REMASK_TARGETS:
+            raise ConfigError(f"self_correction.remask_target must be one of {', '.join(REMASK_TARGETS)}, "
+                              f"got '{self.remask_target}'")
+        for name in ("weight_unmask_task", "weight_remask_task", "penalty_mask_correct",
+                     "masking_warmup_iters", "proofreading_warmup_iters", "bias_update_strength"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"self_correction.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.guaranteed_correct_factor < 1.0:
+            raise ConfigError("self_correction.guaranteed_correct_factor must be in [0, 1), "
+                              f"got {self.guaranteed_correct_factor}")
+        if not 0.0 < self.target_mask_prob < 1.0:
+            raise ConfigError(f"self_correction.target_mask_prob must be in (0, 1), got {self.target_mask_prob}")
+
+
+@dataclass
+class CurriculumConfig:
+    """Loss options of the staged unmasking curriculum (seed 000's training-side knobs).
+
+    The stages themselves belong to the dataset (its training_config.py), not to the run.
+    """
+
+    weight_loss_by_mask_ratio: bool = False  # weight each sequence by sqrt(1 / masked ratio)
+    uncertainty_factor: float = 0.0  # label smoothing on masked positions
+    enable_entropy_penalty: bool = False
+    max_entropy_penalty: float = 0.5
+    entropy_penalty_start_iter: int = 6000
+    bert_corruption: bool = False  # 80/10/10 BERT corruption of the masked positions
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.uncertainty_factor < 1.0:
+            raise ConfigError("curriculum.uncertainty_factor must be in [0, 1)")
+        if self.max_entropy_penalty < 0:
+            raise ConfigError("curriculum.max_entropy_penalty must be >= 0")
+
+
 @dataclass
 class TransferConfig:
     """Start from another run's weights (seed 001's transfer learning)."""
@@ -172,6 +226,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    self_correction: SelfCorrectionConfig = field(default_factory=SelfCorrectionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -311,6 +367,8 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         train=TrainConfig(**tree["train"]),
         sample=SampleConfig(**tree["sample"]),
         transfer=TransferConfig(**tree["transfer"]),
+        curriculum=CurriculumConfig(**tree["curriculum"]),
+        self_correction=SelfCorrectionConfig(**tree["self_correction"]),
     )
 
 

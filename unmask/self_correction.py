@@ -15,40 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ConfigError
-
-REMASK_TARGETS = ("wrong", "mask")
-
-
-@dataclass
-class SelfCorrectionConfig:
-    """Knobs of seeds 002/003, same names."""
-
-    weight_unmask_task: float = 1.0  # loss weight where the input is [MASK] (fill in the blank)
-    weight_remask_task: float = 1.0  # loss weight where a swapped token must be flagged
-    penalty_mask_correct: float = 0.5  # final weight of flagging a correct token (discount)
-    masking_warmup_iters: int = 1000  # iterations to ramp the penalty 0 -> penalty_mask_correct
-    proofreading_warmup_iters: int = 2000  # iterations to ramp swapped tokens 0 -> full share
-    guaranteed_correct_factor: float = 0.01  # total corruption rate is drawn below 1 - this
-    remask_target: str = "wrong"  # "wrong": flag with [WRONG]; "mask": flag with [MASK]
-    initial_mask_logit_bias: float = 3.5  # single-token variant: starting [MASK] logit bias
-    bias_update_strength: float = 0.01  # controller gain (see MaskBiasController)
-    target_mask_prob: float = 0.5  # controller set point: [MASK] prob on unmask positions
-
-    def __post_init__(self) -> None:
-        if self.remask_target not in REMASK_TARGETS:
-            raise ConfigError(f"remask_target must be one of {', '.join(REMASK_TARGETS)}, "
-                              f"got '{self.remask_target}'")
-        for name in ("weight_unmask_task", "weight_remask_task", "penalty_mask_correct",
-                     "masking_warmup_iters", "proofreading_warmup_iters", "bias_update_strength"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.guaranteed_correct_factor < 1.0:
-            raise ConfigError("guaranteed_correct_factor must be in [0, 1), "
-                              f"got {self.guaranteed_correct_factor}")
-        if not 0.0 < self.target_mask_prob < 1.0:
-            raise ConfigError(f"target_mask_prob must be in (0, 1), got {self.target_mask_prob}")
-
+from .config import REMASK_TARGETS, SelfCorrectionConfig
 
 def remask_id_for(remask_target: str, mask_id: int, wrong_id: int) -> int:
     """The id the model outputs to flag a visible token as wrong."""
