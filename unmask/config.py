@@ -37,7 +37,7 @@ class ModelConfig:
     mode: str = "token_classifier"  # token_classifier | language_model | sequence_classifier
     causal: bool = False  # causal attention: the autoregressive baseline (mode language_model)
     binary_head: bool = False  # per-token good/wrong head instead of the vocabulary (remasking)
-    num_classes: int = 0  # sequence_classifier only
+    num_classes: int = 0  # sequence_classifier only; 0 = from the dataset's meta.json
     rope_theta: float = 10000.0
     mlp_hidden: int = 0  # SwiGLU hidden width; 0 = 8/3 * n_embd rounded up to a multiple of 64
 
@@ -47,8 +47,8 @@ class ModelConfig:
         if self.causal and self.mode == "token_classifier":
             self.mode = "language_model"
         self.causal = self.mode == "language_model"
-        if self.mode == "sequence_classifier" and self.num_classes < 2:
-            raise ConfigError("model.num_classes must be >= 2 for a sequence_classifier")
+        if self.num_classes == 1 or self.num_classes < 0:
+            raise ConfigError("model.num_classes must be >= 2 (or 0: from the dataset)")
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")

@@ -122,6 +122,8 @@ class Transformer(nn.Module):
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied embeddings
         if cfg.mode == "sequence_classifier":
+            if cfg.num_classes < 2:
+                raise ValueError("a sequence_classifier needs model.num_classes >= 2")
             self.classifier = nn.Linear(cfg.n_embd, cfg.num_classes)
         elif cfg.binary_head:
             self.binary = nn.Linear(cfg.n_embd, 2)

@@ -97,6 +97,18 @@ def corrupt(x0: torch.Tensor, remask_ratio: float, cfg: SelfCorrectionConfig, vo
     return Corruption(inputs, targets, masked, replaced, rate)
 
 
+def binary_corruption(x0: torch.Tensor, cfg: SelfCorrectionConfig, vocab_size: int,
+                      mask_id: int, wrong_id: int, generator: torch.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and good/wrong labels for the binary remasking head (seed 000's
+    get_batch_remasking_binary): corrupt() at the full remask ratio with its [MASK] positions
+    given back their original tokens, so the input holds only real tokens and a row's swap
+    rate is c * u as in the two-token task. Returns (inputs, wrong) with `wrong` bool (B, L).
+    """
+    c = corrupt(x0, 1.0, cfg, vocab_size, mask_id, wrong_id, generator)
+    return torch.where(c.mask_positions, x0, c.inputs), c.replaced_positions
+
+
 # ---------------------------------------------------------------- loss
 
 
@@ -183,14 +195,20 @@ class MaskBiasController:
         return cls(cfg.initial_mask_logit_bias, cfg.bias_update_strength, cfg.target_mask_prob,
                    ema)
 
-    def update(self, avg_mask_prob: float) -> float:
-        """Fold in one observation (once per optimizer step) and return the new bias."""
-        self.running_avg = self.ema * self.running_avg + (1.0 - self.ema) * float(avg_mask_prob)
-        self.bias += self.strength * (self.target - self.running_avg)
+    def update(self, avg_mask_prob: float | torch.Tensor) -> float | torch.Tensor:
+        """Fold in one observation (once per optimizer step) and return the new bias.
+
+        A 0-dim tensor observation keeps the state on its device, so a training loop can
+        update every step without a host sync (the bias then is a tensor, added to the logits
+        as is); state_dict() converts to floats.
+        """
+        observed = avg_mask_prob if isinstance(avg_mask_prob, torch.Tensor) else float(avg_mask_prob)
+        self.running_avg = self.ema * self.running_avg + (1.0 - self.ema) * observed
+        self.bias = self.bias + self.strength * (self.target - self.running_avg)
         return self.bias
 
     def state_dict(self) -> dict[str, float]:
-        return {"bias": self.bias, "running_avg": self.running_avg}
+        return {"bias": float(self.bias), "running_avg": float(self.running_avg)}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.bias = float(state["bias"])
