@@ -139,6 +139,8 @@ TASKS: dict[str, Callable[..., Task]] = {
 
 def make_task(cfg: RunConfig, dataset: Dataset, device: torch.device) -> Task:
     name = cfg.train.objective
+    if name == "auto" and cfg.model.binary_head:
+        name = "remask_binary"  # a good/wrong head has one thing to learn
     if name == "auto":
         name = {"language_model": "causal_lm", "token_classifier": "mdlm",
                 "sequence_classifier": "sequence_classification"}[cfg.model.mode]
@@ -213,3 +215,15 @@ class SequenceClassificationTask(Task):
 
 
 TASKS["sequence_classification"] = SequenceClassificationTask
+
+
+def _lazy(module: str, name: str) -> Callable[..., Task]:
+    """A TASKS entry for a task defined in a module that itself imports this one."""
+    def build(cfg: RunConfig, dataset: Dataset, device: torch.device) -> Task:
+        from importlib import import_module
+        return getattr(import_module(module, __package__), name)(cfg, dataset, device)
+    return build
+
+
+TASKS["self_correction"] = _lazy(".self_correction_task", "SelfCorrectionTask")
+TASKS["remask_binary"] = _lazy(".self_correction_task", "RemaskBinaryTask")

@@ -199,12 +199,16 @@ class Trainer:
                 bar.update(1)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss} at step {c.step}; lower optim.lr")
+                # Feedback controllers run every step; their values (possibly device tensors)
+                # are only converted when logged.
+                task_log = self.task.after_step(c.step, {"train_loss": loss, "lr": lr})
 
                 if c.step % cfg.log_interval == 0 or c.step == cfg.max_iters:
                     elapsed = time.time() - started
                     tok_s = (c.step - start_step) * tokens_per_step / max(elapsed, 1e-9)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
-                    metrics.write(c.step, train_loss=loss, lr=lr, tokens_per_sec=round(tok_s))
+                    metrics.write(c.step, train_loss=loss, lr=lr, tokens_per_sec=round(tok_s),
+                                  **{k: float(v) for k, v in task_log.items()})
 
                 if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
                     last_eval = self.evaluate()
