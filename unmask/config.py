@@ -8,17 +8,13 @@ are rejected with the nearest valid one, so a typo never silently does nothing.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-
-class ConfigError(ValueError):
-    """A user mistake in a config file, preset name or override."""
+from .config_io import ConfigError, coerce, flatten, read_config_file, valid_keys
 
 
 MODEL_MODES = ("token_classifier", "language_model", "sequence_classifier")
@@ -43,7 +39,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODEL_MODES:
-            raise ConfigError(f"model.mode must be one of {', '.join(MODEL_MODES)}, got '{self.mode}'")
+            raise ConfigError(f"model.mode must be one of {', '.join(MODEL_MODES)}, "
+                              f"got '{self.mode}'")
         if self.causal and self.mode == "token_classifier":
             self.mode = "language_model"
         self.causal = self.mode == "language_model"
@@ -161,7 +158,8 @@ class SelfCorrectionConfig:
 
     def __post_init__(self) -> None:
         if self.remask_target not in REMASK_TARGETS:
-            raise ConfigError(f"self_correction.remask_target must be one of {', '.join(REMASK_TARGETS)}, "
+            raise ConfigError("self_correction.remask_target must be one of "
+                              f"{', '.join(REMASK_TARGETS)}, "
                               f"got '{self.remask_target}'")
         for name in ("weight_unmask_task", "weight_remask_task", "penalty_mask_correct",
                      "masking_warmup_iters", "proofreading_warmup_iters", "bias_update_strength"):
@@ -171,7 +169,8 @@ class SelfCorrectionConfig:
             raise ConfigError("self_correction.guaranteed_correct_factor must be in [0, 1), "
                               f"got {self.guaranteed_correct_factor}")
         if not 0.0 < self.target_mask_prob < 1.0:
-            raise ConfigError(f"self_correction.target_mask_prob must be in (0, 1), got {self.target_mask_prob}")
+            raise ConfigError("self_correction.target_mask_prob must be in (0, 1), "
+                              f"got {self.target_mask_prob}")
 
 
 @dataclass
@@ -304,53 +303,6 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
 # ----------------------------------------------------------------------------- overrides
 
 
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'model': {'n_layer': 4}} -> {'model.n_layer': 4}."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, path + "."))
-        else:
-            flat[path] = value
-    return flat
-
-
-def valid_keys(config: Any, prefix: str = "") -> list[str]:
-    keys = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            keys += valid_keys(value, f"{prefix}{f.name}.")
-        else:
-            keys.append(prefix + f.name)
-    return keys
-
-
-def _coerce(key: str, value: Any, current: Any) -> Any:
-    """Turn an override (often a string from the command line) into the field's type."""
-    kind = type(current)
-    if isinstance(value, str) and kind is not str:
-        text = value.strip()
-        if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ConfigError(f"{key} expects true/false, got {value!r}")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise ConfigError(f"{key} expects a {kind.__name__}, got {value!r}") from None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is str and isinstance(value, bool):
-        return "true" if value else "false"
-    if not isinstance(value, kind):
-        raise ConfigError(f"{key} expects a {kind.__name__}, got {value!r}")
-    return value
-
-
 def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Return a new config with dot-path overrides applied and every section re-validated."""
     keys = valid_keys(config)
@@ -358,13 +310,14 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     for key, value in overrides.items():
         if key not in keys:
             hint = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
-            suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; valid keys: {', '.join(keys)}"
+            suggestion = (f"; did you mean '{hint[0]}'?" if hint
+                          else f"; valid keys: {', '.join(keys)}")
             raise ConfigError(f"unknown config key '{key}'{suggestion}")
         section, _, name = key.rpartition(".")
         node = tree
         for part in filter(None, section.split(".")):
             node = node[part]
-        node[name] = _coerce(key, value, node[name])
+        node[name] = coerce(key, value, node[name])
     return RunConfig(
         data=tree["data"],
         model=ModelConfig(**tree["model"]),
@@ -375,36 +328,6 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         curriculum=CurriculumConfig(**tree["curriculum"]),
         self_correction=SelfCorrectionConfig(**tree["self_correction"]),
     )
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a JSON config or a Python file of literal `key = value` lines (never executed)."""
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        try:
-            return flatten(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path}: invalid JSON ({err})") from None
-    values: dict[str, Any] = {}
-    try:
-        tree = ast.parse(text, filename=str(path))
-    except SyntaxError as err:
-        raise ConfigError(f"{path}:{err.lineno}: syntax error in config file") from None
-    for node in tree.body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue  # docstring
-        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name)):
-            raise ConfigError(
-                f"{path}:{node.lineno}: config files may only contain `name = literal` lines"
-            )
-        try:
-            values[node.targets[0].id] = ast.literal_eval(node.value)
-        except ValueError:
-            raise ConfigError(f"{path}:{node.lineno}: value must be a literal") from None
-    return flatten(values)
 
 
 def resolve_config(source: str | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -418,7 +341,8 @@ def resolve_config(source: str | None, overrides: dict[str, Any] | None = None) 
         values = read_config_file(Path(source))
         base = values.pop("preset", "cpu-demo")
         if base not in PRESETS:
-            raise ConfigError(f"{source}: unknown preset '{base}'; choose one of {', '.join(PRESETS)}")
+            raise ConfigError(f"{source}: unknown preset '{base}'; "
+                              f"choose one of {', '.join(PRESETS)}")
         config = apply_overrides(PRESETS[base](), values)
     else:
         hint = difflib.get_close_matches(source, list(PRESETS), n=1)
