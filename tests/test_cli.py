@@ -72,3 +72,15 @@ def test_console_script_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "unmask", "prepare", str(bad), "--out",
                            str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and "byte offset 0" in proc.stderr
+
+
+def test_language_model_train_and_sample(run_dir, capsys):
+    out = run_dir / "lm"
+    assert main(["train", "debug", "--data", str(run_dir / "ts"), "--out", str(out),
+                 "--model.mode=language_model", "--train.max_iters=10",
+                 "--train.progress=false"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(out), "--json", "--prompt", "KING", "--length", "40",
+                 "--num-samples", "2"]) == 0
+    samples = json.loads(capsys.readouterr().out)["samples"]
+    assert all(s.startswith("KING") and len(s) == 44 and "[" not in s for s in samples)

@@ -44,3 +44,23 @@ def test_too_long_input_rejected(tiny_model_config):
         assert "block_size" in str(err)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_heads_by_mode(tiny_model_config):
+    base = tiny_model_config.__dict__
+    seq = Transformer(ModelConfig(**{**base, "mode": "sequence_classifier", "num_classes": 3}))
+    assert seq(torch.randint(0, 60, (2, 10))).shape == (2, 3)
+    binary = Transformer(ModelConfig(**{**base, "binary_head": True}))
+    assert binary(torch.randint(0, 60, (2, 10))).shape == (2, 10, 2)
+    lm = ModelConfig(**{**base, "mode": "language_model"})
+    assert lm.causal
+
+
+def test_sequence_classifier_without_classes_rejected(tiny_model_config):
+    cfg = ModelConfig(**{**tiny_model_config.__dict__, "mode": "sequence_classifier"})
+    try:
+        Transformer(cfg)
+    except ValueError as err:
+        assert "num_classes" in str(err)
+    else:
+        raise AssertionError("expected a ValueError")
