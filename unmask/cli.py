@@ -50,6 +50,11 @@ def cmd_train(args, extra: list[str]) -> int:
     overrides = parse_overrides(extra)
     if args.data:
         overrides["data"] = args.data
+    from .seed_compat import is_seed_config, train_seed_config  # seeds 000/001 config files
+    if args.config and is_seed_config(args.config):
+        result = train_seed_config([args.config], overrides, out=args.out, resume=args.resume)
+        print(json.dumps(result))
+        return 0
     cfg = resolve_config(args.config, overrides)
     out = Path(args.out or f"out/{Path(args.config or 'cpu-demo').stem}")
     dataset = resolve_dataset(cfg.data)
@@ -79,7 +84,23 @@ def cmd_sample(args) -> int:
         top_k=s.top_k if args.top_k is None else args.top_k,
         top_p=s.top_p if args.top_p is None else args.top_p,
         generator=torch.Generator().manual_seed(args.seed))
-    if mode == "language_model":
+    policy = args.policy or s.policy
+    if policy == "remask":
+        from .remask_sampler import remask_sample
+        from .self_correction_task import checkpoint_mask_logit_bias, require_self_correction
+
+        require_self_correction(pre.config, pre.path, "--policy remask")
+        if args.block_length:
+            raise ValueError("--policy remask fills the whole span; drop --block-length")
+        prompt = args.prompt
+        prompt_ids = pre.tokenizer.encode(prompt) if prompt else []
+        length = args.length or min(s.length, pre.config.model.block_size - len(prompt_ids))
+        tokens = remask_sample(
+            pre.model, wrong_id=pre.tokenizer.special_tokens["wrong_token_id"], length=length,
+            prompt_ids=prompt_ids, steps=args.steps or s.steps,
+            remask_target=pre.config.self_correction.remask_target,
+            mask_logit_bias=checkpoint_mask_logit_bias(pre.path, pre.config), **common)
+    elif mode == "language_model":
         prompt = args.prompt or "\n"
         prompt_ids = pre.tokenizer.encode(prompt)
         length = args.length or s.length
@@ -90,7 +111,7 @@ def cmd_sample(args) -> int:
         prompt_ids = pre.tokenizer.encode(prompt) if prompt else []
         length = args.length or min(s.length, pre.config.model.block_size - len(prompt_ids))
         tokens = sample(pre.model, length=length, prompt_ids=prompt_ids,
-                        steps=args.steps or s.steps, policy=args.policy or s.policy,
+                        steps=args.steps or s.steps, policy=policy,
                         block_length=s.block_length if args.block_length is None
                         else args.block_length, **common)
     texts = [prompt + t for t in _texts(pre, tokens, len(prompt_ids))]
@@ -103,10 +124,14 @@ def cmd_sample(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate_checkpoint
-
-    result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device,
-                      n_samples=args.samples, max_windows=args.max_windows)
+    if args.repair is not None:
+        from .repair_eval import evaluate_repair
+        result = evaluate_repair(args.checkpoint, args.repair, data=args.data,
+                                 device=args.device, n_passages=args.passages)
+    else:
+        from .evaluate import evaluate_checkpoint
+        result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device,
+                                     n_samples=args.samples, max_windows=args.max_windows)
     if args.json:
         print(json.dumps(result))
     else:
@@ -136,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate text by iterative unmasking")
     p.add_argument("checkpoint", help="checkpoint dir or run dir (best, else latest)")
-    p.add_argument("--policy", help="unmasking order: confidence or random")
+    p.add_argument("--policy", help="unmasking order: confidence or random; remask (a "
+                                    "self_correction checkpoint): also re-mask tokens it flags")
     p.add_argument("--steps", type=int)
     p.add_argument("--length", type=int, help="characters to generate after the prompt")
     p.add_argument("--temperature", type=float)
@@ -149,12 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("eval", help="ELBO, masked accuracy and word validity of a checkpoint")
+    p = sub.add_parser("eval", help="ELBO, masked accuracy and word validity of a checkpoint "
+                                     "(with --repair: detection and repair of corrupted text)")
     p.add_argument("checkpoint")
     p.add_argument("--data", help="dataset dir (default: the one the model was trained on)")
     p.add_argument("--samples", type=int, default=8, help="samples scored for word validity")
     p.add_argument("--max-windows", type=int, default=None,
                    help="score only the first N validation windows (default: the whole split)")
+    p.add_argument("--repair", type=float, metavar="RATE",
+                   help="instead: replace this fraction of characters of fixed validation "
+                        "passages, report detection precision/recall/F1 and the character "
+                        "error rate before/after the remasking sampler repairs them "
+                        "(self_correction checkpoints)")
+    p.add_argument("--passages", type=int, default=64,
+                   help="--repair: validation passages (windows of the model's context)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     return parser

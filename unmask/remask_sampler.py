@@ -125,3 +125,28 @@ def repair(model: Transformer, *, vocab_size: int, mask_id: int, wrong_id: int,
                                  max_steps=max_steps, temperature=temperature, **kwargs):
         final = state.tokens
     return final
+
+
+def remask_sample(model: Transformer, *, vocab_size: int, mask_id: int, wrong_id: int,
+                  length: int, prompt_ids: list[int] | None = None, num_samples: int = 1,
+                  steps: int = 64, **kwargs) -> torch.Tensor:
+    """Generate from all-[MASK] after a fixed prompt with the remasking sampler; (B, P + L)."""
+    prompt = list(prompt_ids or [])
+    if length <= 0:
+        raise ValueError("nothing to generate: --length must be positive")
+    if len(prompt) + length > model.cfg.block_size:
+        raise ValueError(f"prompt ({len(prompt)}) + length ({length}) exceeds the model's "
+                         f"context {model.cfg.block_size}; ask for a shorter --length")
+    device = next(model.parameters()).device
+    x = torch.full((num_samples, len(prompt) + length), mask_id, dtype=torch.long,
+                   device=device)
+    frozen = torch.zeros_like(x, dtype=torch.bool)
+    if prompt:
+        x[:, :len(prompt)] = torch.tensor(prompt, device=device)
+        frozen[:, :len(prompt)] = True
+    final = x
+    for state in remask_generate(model, vocab_size=vocab_size, mask_id=mask_id,
+                                 wrong_id=wrong_id, tokens=x, frozen=frozen, max_steps=steps,
+                                 **kwargs):
+        final = state.tokens
+    return final

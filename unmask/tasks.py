@@ -227,3 +227,4 @@ def _lazy(module: str, name: str) -> Callable[..., Task]:
 
 TASKS["self_correction"] = _lazy(".self_correction_task", "SelfCorrectionTask")
 TASKS["remask_binary"] = _lazy(".self_correction_task", "RemaskBinaryTask")
+TASKS["unmasking"] = _lazy(".curriculum_task", "CurriculumTask")

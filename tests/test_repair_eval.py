@@ -1,0 +1,93 @@
+import json
+import shutil
+
+import pytest
+import torch
+import torch.nn as nn
+
+from unmask.cli import main
+from unmask.repair_eval import repair_passages, repair_scores
+
+V, MASK, WRONG, VEXT = 65, 65, 66, 72
+KEYS = ("repair_precision", "repair_recall", "repair_f1", "cer_before", "cer_after")
+
+
+class Oracle(nn.Module):
+    """Knows the clean text: predicts it, and flags exactly the tokens that differ from it."""
+
+    def __init__(self, clean):
+        super().__init__()
+        self.clean = clean
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        clean = self.clean[: x.size(0)]
+        logits = torch.nn.functional.one_hot(clean, VEXT).float() * 5.0
+        logits[..., WRONG] = torch.where((x != clean) & (x != MASK), 10.0, -10.0)
+        return logits
+
+
+def test_passages_are_evenly_spaced_windows():
+    tokens = torch.arange(1000)
+    p = repair_passages(tokens, 32, 5)
+    assert p.shape == (5, 32) and p[0, 0] == 0 and p[-1, -1] == 999
+    assert (p.diff(dim=1) == 1).all()
+    assert repair_passages(tokens, 400, 64).shape == (2, 400)  # capped by the split
+    with pytest.raises(ValueError, match="shorter"):
+        repair_passages(tokens[:10], 32)
+
+
+def test_oracle_detects_and_repairs_everything():
+    clean = torch.randint(0, V, (6, 40), generator=torch.Generator().manual_seed(0))
+    r = repair_scores(Oracle(clean), clean, rate=0.1, vocab_size=V, mask_id=MASK,
+                      wrong_id=WRONG, batch_size=6)
+    assert (r["repair_precision"], r["repair_recall"], r["repair_f1"]) == (1.0, 1.0, 1.0)
+    assert r["cer_before"] == pytest.approx(4 / 40) and r["cer_after"] == 0.0
+    assert r["restored"] == 1.0 and r["damaged"] == 0.0 and r["corrupted_chars"] == 24
+
+
+@pytest.fixture(scope="module")
+def sc_run(shakespeare, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sc")
+    assert main(["train", "debug", "--data", str(shakespeare.path), "--out", str(root / "run"),
+                 "--train.objective=self_correction", "--train.max_iters=20",
+                 "--train.progress=false", "--self_correction.proofreading_warmup_iters=10",
+                 "--self_correction.masking_warmup_iters=10"]) == 0
+    return root / "run"
+
+
+def test_eval_repair_json(sc_run, capsys):
+    capsys.readouterr()
+    args = ["eval", str(sc_run), "--repair", "0.10", "--json", "--passages", "8"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    for key in KEYS:
+        assert isinstance(first[key], float) and 0.0 <= first[key] <= 1.0
+    assert first["passages"] == 8 and first["passage_length"] == 32
+    assert first["cer_before"] == pytest.approx(3 / 32)  # round(0.1 * 32) per passage
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == first  # deterministic
+
+
+def test_sample_remask_policy(sc_run, capsys):
+    capsys.readouterr()
+    args = ["sample", str(sc_run), "--policy", "remask", "--json", "--num-samples", "2",
+            "--length", "20", "--steps", "8", "--prompt", "ROMEO:"]
+    assert main(args) == 0
+    samples = json.loads(capsys.readouterr().out)["samples"]
+    assert len(samples) == 2
+    for text in samples:
+        assert text.startswith("ROMEO:") and len(text) == 26 and "[" not in text
+
+
+def test_remask_needs_a_self_correction_checkpoint(sc_run, tmp_path, capsys):
+    other = tmp_path / "mdlm"
+    shutil.copytree(sc_run / "latest", other)
+    config = json.loads((other / "config.json").read_text())
+    config["train"]["objective"] = "mdlm"
+    (other / "config.json").write_text(json.dumps(config))
+    for args in (["sample", str(other), "--policy", "remask"],
+                 ["eval", str(other), "--repair", "0.1"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert "train.objective=self_correction" in err and len(err.splitlines()) == 1

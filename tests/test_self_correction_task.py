@@ -1,0 +1,127 @@
+import json
+
+import pytest
+import torch
+
+from unmask.checkpoint import load_checkpoint
+from unmask.config import resolve_config
+from unmask.self_correction import task_weighted_loss
+from unmask.self_correction_task import RemaskBinaryTask, SelfCorrectionTask, checkpoint_mask_logit_bias
+from unmask.tasks import make_task
+from unmask.trainer import Trainer
+
+V = 65  # Tiny Shakespeare's characters; [MASK] = 65, [WRONG] = 66, [GOOD] = 67, [BAD] = 68
+
+
+def sc_config(**overrides):
+    base = {"train.progress": False, "train.max_iters": 10, "train.eval_interval": 5,
+            "train.log_interval": 5, "train.objective": "self_correction",
+            "self_correction.masking_warmup_iters": 4,
+            "self_correction.proofreading_warmup_iters": 8}
+    cfg = resolve_config("debug", {**base, **overrides})
+    cfg.model.vocab_size = 72
+    return cfg
+
+
+def quiet(*_):
+    pass
+
+
+def test_batches_follow_the_curriculum_and_loss_is_the_weighted_loss(shakespeare):
+    cfg = sc_config()
+    task = make_task(cfg, shakespeare, torch.device("cpu"))
+    assert isinstance(task, SelfCorrectionTask)
+    x0 = task.make_loader(0).next_batch()
+    start = task.make_batch(x0, 0)  # remask ratio 0: masks only
+    c = start.extras["corruption"]
+    assert not c.replaced_positions.any() and c.mask_positions.any()
+    assert start.extras["penalty"] == 0.0
+    late = task.make_batch(x0, 100)  # past both ramps: swaps, full penalty
+    c = late.extras["corruption"]
+    assert c.replaced_positions.any() and late.extras["penalty"] == cfg.self_correction.penalty_mask_correct
+    assert (late.targets[c.replaced_positions] == V + 1).all()  # [WRONG]
+    assert (late.inputs[c.replaced_positions] != x0[c.replaced_positions]).all()
+    assert float(task.normaliser(late)) == x0.numel()
+    logits = torch.randn(*x0.shape, 72)
+    expected = task_weighted_loss(logits, c, V, V + 1, late.extras["penalty"],
+                                  cfg.self_correction, vocab_size=V)[0]
+    assert torch.equal(task.loss(logits, late), expected)
+    log = task.after_step(101, {})
+    assert set(log) == {"remask_ratio", "penalty_mask_correct", "avg_wrong_prob"}
+
+
+def test_evaluate_is_fixed_and_reports_detection(shakespeare):
+    trainer = Trainer(sc_config(), shakespeare, "unused", log=quiet)
+    first, second = trainer.evaluate(), trainer.evaluate()
+    assert first == second
+    for key in ("val_loss", "detect_precision", "detect_recall", "detect_f1", "fill_accuracy"):
+        assert 0.0 <= first[key] < 10
+    assert trainer.task.eval_set.replaced_positions.any()  # full remask ratio from step 0
+
+
+def test_bias_controller_is_wired_logged_and_resumed(shakespeare, tmp_path):
+    mask = {"self_correction.remask_target": "mask", "optim.lr_decay_iters": 10}
+    full = Trainer(sc_config(**mask), shakespeare, tmp_path / "full", log=quiet)
+    full.run()
+    bias = float(full.task.controller.bias)
+    # Fresh model: P([MASK]) on unmask positions is below the 0.5 set point, so the bias rises.
+    assert bias > 3.5
+    lines = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    logged = [l["mask_logit_bias"] for l in lines if "train_loss" in l]
+    assert len(logged) == 2 and logged[0] > 3.5 and logged[-1] == pytest.approx(bias)
+    assert checkpoint_mask_logit_bias(tmp_path / "full" / "latest", full.cfg) == bias
+
+    half = Trainer(sc_config(**mask, **{"train.max_iters": 5}), shakespeare, tmp_path / "half",
+                   log=quiet)
+    half.run()
+    state = load_checkpoint(tmp_path / "half" / "latest")["train_state"]["task"]
+    assert state["bias_controller"]["bias"] == float(half.task.controller.bias)
+    resumed = Trainer(sc_config(**mask), shakespeare, tmp_path / "half", resume="auto",
+                      log=quiet)
+    assert float(resumed.task.controller.bias) == state["bias_controller"]["bias"]
+    resumed.run()
+    assert float(resumed.task.controller.bias) == bias
+    assert float(resumed.task.controller.running_avg) == float(full.task.controller.running_avg)
+
+
+def test_self_correction_rejects_binary_head(shakespeare):
+    cfg = sc_config(**{"model.binary_head": True})
+    with pytest.raises(ValueError, match="remask_binary"):
+        make_task(cfg, shakespeare, torch.device("cpu"))
+
+
+def test_binary_batches(shakespeare):
+    cfg = sc_config(**{"train.objective": "remask_binary"})
+    task = make_task(cfg, shakespeare, torch.device("cpu"))
+    assert isinstance(task, RemaskBinaryTask) and task.columns == [V + 2, V + 3]  # [GOOD], [BAD]
+    x0 = task.make_loader(0).next_batch()
+    batch = task.make_batch(x0, 0)
+    wrong = batch.targets.bool()
+    assert (batch.inputs < V).all() and wrong.any() and (~wrong).any()
+    assert torch.equal(batch.inputs != x0, wrong)  # swapped exactly where labelled wrong
+    logits = torch.zeros(*x0.shape, 72, requires_grad=True)
+    task.loss(logits, batch).backward()
+    touched = logits.grad.abs().sum((0, 1)).nonzero().flatten().tolist()
+    assert touched == [V + 2, V + 3]  # only the two class columns are trained
+
+
+def test_binary_head_on_pretrained_unmasking_model_feature_extraction(shakespeare, tmp_path):
+    Trainer(resolve_config("debug", {"train.progress": False, "train.max_iters": 3}),
+            shakespeare, tmp_path / "mdlm", log=quiet).run()
+    pretrained = load_checkpoint(tmp_path / "mdlm" / "latest")["weights"]
+    cfg = resolve_config("debug", {
+        "train.progress": False, "train.max_iters": 6, "train.eval_interval": 6,
+        "transfer.init_from": "pretrained",
+        "transfer.pretrained_checkpoint_path": str(tmp_path / "mdlm" / "latest"),
+        "transfer.switch_to_binary": True, "transfer.transfer_learning_mode": "feature_extraction"})
+    trainer = Trainer(cfg, shakespeare, tmp_path / "binary", log=quiet)
+    assert isinstance(trainer.task, RemaskBinaryTask) and trainer.task.columns is None
+    head_before = trainer.model.binary.weight.detach().clone()
+    result = trainer.run()
+    for name, value in trainer.model.state_dict().items():
+        if name in pretrained:  # the whole backbone (and the tied head): bit-identical
+            assert torch.equal(value, pretrained[name]), name
+    assert not torch.equal(trainer.model.binary.weight, head_before)
+    assert trainer.model(torch.zeros(1, 8, dtype=torch.long)).shape == (1, 8, 2)
+    for key in ("detect_precision", "detect_recall", "detect_f1", "accuracy"):
+        assert 0.0 <= result[key] <= 1.0
