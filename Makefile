@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test test-slow test-gpu install install-dev bench clean
+.PHONY: demo test test-slow test-gpu install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,5 +41,6 @@ test-slow: install-dev
 test-gpu: install-dev
 	$(BIN)/python -m pytest -q -m gpu
 
-clean:
-	rm -rf out data/tinyshakespeare .pytest_cache
+clean:  # runs and generated data only (git-ignored files under data/); sources stay
+	rm -rf out .pytest_cache
+	git clean -fdXq data/

@@ -72,7 +72,7 @@ def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch
         logp = F.log_softmax(real, dim=-1)
         entropy = -(logp.exp() * logp).sum(dim=-1)  # (B, L)
         total = total + entropy_penalty * ((math.log(vocab_size) - entropy) * masked).sum()
-    return total, int(masked.sum().item())
+    return total, masked.sum()  # a tensor: no host sync on the training path
 
 
 def entropy_penalty_at(it: int, start_iter: int, max_penalty: float, max_iters: int) -> float:

@@ -144,6 +144,8 @@ def make_task(cfg: RunConfig, dataset: Dataset, device: torch.device) -> Task:
     if name == "auto":
         name = {"language_model": "causal_lm", "token_classifier": "mdlm",
                 "sequence_classifier": "sequence_classification"}[cfg.model.mode]
+        if name == "mdlm" and "curriculum" in dataset.meta:
+            name = "unmasking"  # a dataset with curriculum stages trains through them
     if name not in TASKS:
         raise ValueError(f"unknown train.objective '{name}'; choose one of {', '.join(TASKS)}")
     return TASKS[name](cfg, dataset, device)

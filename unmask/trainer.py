@@ -216,8 +216,9 @@ class Trainer:
                     c.best_val = min(c.best_val, last_eval["val_loss"])
                     metrics.write(c.step, **{k if k.startswith("val") else f"val_{k}": v
                                              for k, v in last_eval.items()})
+                    headline = {k: v for k, v in last_eval.items() if "stage_" not in k}
                     bar.write(f"step {c.step}: " + ", ".join(
-                        f"{k} {v:.4f}" for k, v in last_eval.items()) + f", train loss {loss:.4f}")
+                        f"{k} {v:.4f}" for k, v in headline.items()) + f", train loss {loss:.4f}")
                     if cfg.save_checkpoints:
                         self.save("latest")
                         if improved:

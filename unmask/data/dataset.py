@@ -33,10 +33,10 @@ class Dataset:
         missing = [f for f in ("meta.json", "tokenizer.json", "train.bin", "val.bin")
                    if not (path / f).is_file()]
         if missing:
-            raise DatasetError(
-                f"{path} is not a prepared dataset (missing {', '.join(missing)}); "
-                f"run `unmask prepare SOURCE --out {path}`"
-            )
+            fix = (f"run `python {path / 'prepare.py'}`" if (path / "prepare.py").is_file()
+                   else f"run `unmask prepare SOURCE --out {path}`")
+            raise DatasetError(f"{path} is not a prepared dataset (missing "
+                               f"{', '.join(missing)}); {fix}")
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
         tokenizer = CharTokenizer.load(path / "tokenizer.json")
         splits = [torch.from_numpy(np.fromfile(path / f"{s}.bin", dtype=np.uint16).astype(np.int64))
