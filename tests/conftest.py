@@ -20,9 +20,14 @@ def tiny_model_config() -> ModelConfig:
 
 
 @pytest.fixture(autouse=True)
-def _deterministic():
+def _deterministic_single_thread():
+    """Seeded, and one intra-op thread: the test models are tiny, so extra threads only add
+    overhead (and stall badly when the CPU is busy)."""
     torch.manual_seed(0)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def write_text(path: Path, text: str) -> Path:

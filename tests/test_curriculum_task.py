@@ -58,13 +58,6 @@ def tiny(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("staged") / "tiny")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_run_config(data: Path, **overrides):
     base = {"data": str(data), "train.objective": "unmasking", "model.block_size": 32,

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from test_curriculum_task import make_tiny_dataset
 
 from unmask.cli import main as unmask_main
@@ -20,13 +19,6 @@ CONFIGS = sorted((REPO / "config").rglob("*.py"))
 def tiny(tmp_path_factory) -> Path:
     return make_tiny_dataset(tmp_path_factory.mktemp("seed") / "tiny")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_config(path: Path, tiny: Path, **extra) -> Path:
