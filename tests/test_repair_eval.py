@@ -9,7 +9,8 @@ from unmask.cli import main
 from unmask.repair_eval import repair_passages, repair_scores
 
 V, MASK, WRONG, VEXT = 65, 65, 66, 72
-KEYS = ("repair_precision", "repair_recall", "repair_f1", "cer_before", "cer_after")
+KEYS = ("repair_precision", "repair_recall", "repair_f1", "cer_before", "cer_after",
+        "cer_after_oracle_detection")
 
 
 class Oracle(nn.Module):
@@ -44,6 +45,7 @@ def test_oracle_detects_and_repairs_everything():
     assert (r["repair_precision"], r["repair_recall"], r["repair_f1"]) == (1.0, 1.0, 1.0)
     assert r["cer_before"] == pytest.approx(4 / 40) and r["cer_after"] == 0.0
     assert r["restored"] == 1.0 and r["damaged"] == 0.0 and r["corrupted_chars"] == 24
+    assert r["cer_after_oracle_detection"] == 0.0
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ round(rate * L) characters per window are replaced by a random *other* character
 2. repair: the remasking sampler (greedy) turns flagged tokens into [MASK], refills them and
    checks again until a fixed point or `max_steps`;
 3. character error rate of the corrupted and of the repaired text against the clean one
-   (repair only substitutes, so CER is the Hamming distance over the length).
+   (repair only substitutes, so CER is the Hamming distance over the length);
+   `cer_after_oracle_detection` separates the two halves of the job: the error rate left when
+   exactly the replaced characters are masked and refilled in one greedy pass.
 
 Everything is greedy and seeded, so a checkpoint always gets the same numbers.
 """
@@ -46,7 +48,8 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
     corrupted, replaced = corrupt_text_ids(clean, rate, vocab_size,
                                            torch.Generator().manual_seed(seed))
     device = next(model.parameters()).device
-    flagged, repaired = [], []
+    model.eval()
+    flagged, repaired, oracle = [], [], []
     kw = dict(vocab_size=vocab_size, mask_id=mask_id, wrong_id=wrong_id,
               remask_target=remask_target, mask_logit_bias=mask_logit_bias)
     for i in range(0, clean.size(0), batch_size):
@@ -55,13 +58,19 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
                                     mask_id=mask_id, mask_logit_bias=mask_logit_bias).cpu())
         repaired.append(repair(model, corrupted=x, max_steps=max_steps,
                                generator=torch.Generator().manual_seed(seed), **kw).cpu())
-    flagged, repaired = torch.cat(flagged), torch.cat(repaired)
+        # The fill half alone: mask exactly the replaced characters, refill them greedily.
+        hole = replaced[i:i + batch_size].to(device)
+        fills = model(torch.where(hole, mask_id, x))[..., :vocab_size].argmax(-1)
+        oracle.append(torch.where(hole, fills, x).cpu())
+    flagged, repaired, oracle = torch.cat(flagged), torch.cat(repaired), torch.cat(oracle)
     d = detection_scores(flagged, replaced)
     changed = repaired != corrupted
     return {
         "repair_precision": d["precision"], "repair_recall": d["recall"], "repair_f1": d["f1"],
         "cer_before": char_error_rate(corrupted, clean),
         "cer_after": char_error_rate(repaired, clean),
+        # the error rate a perfect detector would leave with this model's fills
+        "cer_after_oracle_detection": char_error_rate(oracle, clean),
         # where the repair went right and wrong
         "restored": float((repaired == clean)[replaced].float().mean()) if replaced.any() else 1.0,
         "damaged": float(changed[~replaced].float().mean()) if (~replaced).any() else 0.0,
