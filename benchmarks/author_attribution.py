@@ -5,7 +5,7 @@
 3. transfer:  feature extraction — the pretrained backbone frozen, only the classifier head
               trained; compared with the same head on a frozen *randomly initialised* backbone.
 
-    .venv/bin/python benchmarks/author_attribution.py [--scratch-iters 300] [--pretrain-iters 600]
+    .venv/bin/python benchmarks/author_attribution.py [--scratch-iters 550] [--pretrain-iters 600]
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ def run(dataset, out: Path, overrides: dict, log=lambda *_: None) -> tuple[dict,
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scratch-iters", type=int, default=300)
+    parser.add_argument("--scratch-iters", type=int, default=550)
     parser.add_argument("--pretrain-iters", type=int, default=600)
     parser.add_argument("--head-iters", type=int, default=300)
+    parser.add_argument("--scratch-only", action="store_true")
     args = parser.parse_args()
     header("author attribution + feature-extraction transfer")
     dataset = resolve_dataset("authors")
@@ -54,6 +55,8 @@ def main() -> None:
         report["scratch"] = {"val_accuracy": result["val_accuracy"], "seconds": round(seconds, 1),
                              "iters": args.scratch_iters}
         print(json.dumps(report["scratch"]))
+        if args.scratch_only:
+            return
 
         result, seconds = run(dataset, tmp / "pretrain", {
             "train.max_iters": args.pretrain_iters, "train.batch_size": 24,
