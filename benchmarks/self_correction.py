@@ -7,7 +7,7 @@ detection precision/recall/F1 of the first pass, and the character error rate be
 after the remasking sampler repairs them. Target (issue 4): CER after <= 5 %, F1 >= 0.80.
 
     .venv/bin/python benchmarks/self_correction.py [--out out/self_correction]
-        [--eval-only] [--section.key=value ...]
+        [--eval-only] [--resume] [--section.key=value ...]
 
 Extra `--section.key=value` arguments override the config (e.g. --train.max_iters=400).
 """
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (train.threads)")
     parser.add_argument("--rate", type=float, default=0.10)
     parser.add_argument("--eval-only", action="store_true", help="score the existing run")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from OUT/latest (exact resume)")
     args, extra = parser.parse_known_args()
     torch.set_num_threads(args.threads)  # before header(), which reports the thread count
     header("self-correction: repair of corrupted Tiny Shakespeare validation text")
@@ -61,10 +63,14 @@ def main() -> None:
     result = {}
     if not args.eval_only:
         dataset = resolve_dataset(args.data)
+        trainer = Trainer(cfg, dataset, Path(args.out), log=lambda *_: None,
+                          resume="auto" if args.resume else None)
+        first_step = trainer.counters.step
         with Timer() as timer:
-            result = Trainer(cfg, dataset, Path(args.out), log=lambda *_: None).run()
+            result = trainer.run()
         result["train_wall_seconds"] = round(timer.seconds, 1)
-        result["ms_per_iteration"] = round(1000 * result["train_seconds"] / cfg.train.max_iters)
+        result["ms_per_iteration"] = round(1000 * result["train_seconds"]
+                                           / max(1, result["step"] - first_step))
     with Timer() as timer:
         repair = evaluate_repair(args.out, args.rate, device="cpu")
     repair["repair_wall_seconds"] = round(timer.seconds, 1)
