@@ -1,6 +1,7 @@
-"""Training-step time of the cpu-demo model in float32 vs bf16 autocast on this CPU.
+"""Training-step time of the cpu-demo model in float32 vs bf16 autocast on this CPU,
+eager and (with --compile) under torch.compile.
 
-    .venv/bin/python benchmarks/cpu_precision.py [--width 192] [--batch 48]
+    .venv/bin/python benchmarks/cpu_precision.py [--width 192] [--batch 48] [--compile]
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from unmask.model import Transformer
 from unmask.objectives import token_nll
 
 
-def step_ms(model, opt, x, dtype, steps=5, warmup=3) -> float:
+def step_ms(model, opt, x, dtype, steps=8, warmup=3) -> float:
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
@@ -32,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--width", type=int, default=192)
     parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile(model)")
     args = parser.parse_args()
     header("CPU training step: float32 vs bf16 autocast")
     torch.manual_seed(0)
@@ -39,9 +41,14 @@ def main() -> None:
                                     vocab_size=72))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(0, 65, (args.batch, 128))
-    for name, dtype in (("float32", None), ("bfloat16", torch.bfloat16)):
-        ms = step_ms(model, opt, x, dtype)
-        print(f"{name:>9}: {ms:7.0f} ms/step, {args.batch * 128 / ms * 1000:7.0f} tokens/s")
+    variants = [("float32", model, None), ("bfloat16", model, torch.bfloat16)]
+    if args.compile:
+        compiled = torch.compile(model)
+        variants += [("float32 compiled", compiled, None),
+                     ("bfloat16 compiled", compiled, torch.bfloat16)]
+    for name, module, dtype in variants:
+        ms = step_ms(module, opt, x, dtype)
+        print(f"{name:>18}: {ms:7.0f} ms/step, {args.batch * 128 / ms * 1000:7.0f} tokens/s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from unmask.config import ModelConfig
+from unmask.config_io import ConfigError
 from unmask.model import Transformer
 
 
@@ -54,6 +56,31 @@ def test_heads_by_mode(tiny_model_config):
     assert binary(torch.randint(0, 60, (2, 10))).shape == (2, 10, 2)
     lm = ModelConfig(**{**base, "mode": "language_model"})
     assert lm.causal
+
+
+def test_sequence_classifier_pooling(tiny_model_config):
+    """cls reads position 0, mean every position, layers every position at every depth."""
+    base = {**tiny_model_config.__dict__, "mode": "sequence_classifier", "num_classes": 3}
+    tokens = torch.randint(0, 60, (4, 10))
+    for pooling in ("cls", "mean", "layers"):
+        torch.manual_seed(0)
+        model = Transformer(ModelConfig(**{**base, "pooling": pooling})).eval()
+        model.pool_norm.running_mean.normal_()  # non-trivial statistics, so they must be used
+        model.pool_norm.running_var.uniform_(0.5, 2.0)
+        h = model.embed(tokens)
+        cos, sin = model.rope_cos[:10], model.rope_sin[:10]
+        means = []
+        for block in model.blocks:
+            means.append(torch.nn.functional.rms_norm(h.mean(1), (h.size(-1),)))
+            h = block(h, cos, sin)
+        final = model.norm(h)
+        expected = {"cls": final[:, 0], "mean": final.mean(1),
+                    "layers": torch.cat(means[:] + [final.mean(1)], -1)}[pooling]
+        norm = model.pool_norm
+        standardised = (expected - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+        torch.testing.assert_close(model(tokens), model.classifier(standardised))
+    with pytest.raises(ConfigError, match="pooling"):
+        ModelConfig(**{**base, "pooling": "max"})
 
 
 def test_sequence_classifier_without_classes_rejected(tiny_model_config):

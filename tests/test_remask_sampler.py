@@ -124,3 +124,38 @@ def test_frozen_special_rejected(model):
     tokens = torch.full((1, 8), MASK)
     with pytest.raises(ValueError, match="frozen"):
         _run(model, tokens, torch.ones_like(tokens, dtype=torch.bool), max_steps=2)
+
+
+class Hesitant(Oracle):
+    """An oracle whose refill also gives the corrupted token e^-1 of the clean one's odds."""
+
+    def __init__(self, clean, corrupted):
+        super().__init__(clean)
+        self.corrupted = corrupted
+
+    def forward(self, x):
+        logits = super().forward(x)
+        doubt = torch.nn.functional.one_hot(self.corrupted, VEXT).float()[..., :V] * 4.0
+        logits[..., :V] = torch.maximum(logits[..., :V], doubt)
+        return logits
+
+
+@pytest.mark.parametrize("margin,expect_clean", [(1.0, True), (2.0, True), (3.0, False)])
+def test_change_margin_keeps_flagged_tokens_unless_the_refill_is_clearly_better(margin,
+                                                                                 expect_clean):
+    clean = torch.randint(0, V, (3, 24), generator=torch.Generator().manual_seed(4))
+    corrupted, replaced = corrupt_text_ids(clean, 0.25, V, torch.Generator().manual_seed(5))
+    fixed = repair(Hesitant(clean, corrupted), vocab_size=V, mask_id=MASK, wrong_id=WRONG,
+                   corrupted=corrupted, max_steps=8, change_margin=margin)
+    # the clean token is e = 2.72 times as probable as the flagged one: margins below change it
+    assert torch.equal(fixed, clean if expect_clean else corrupted)
+    assert replaced.any()
+
+
+def test_flag_bias_moves_the_detection_threshold():
+    clean = torch.randint(0, V, (2, 20), generator=torch.Generator().manual_seed(6))
+    corrupted, replaced = corrupt_text_ids(clean, 0.2, V, torch.Generator().manual_seed(7))
+    oracle = Oracle(clean)  # flag logit +10 on swapped tokens, -10 elsewhere; clean token 5
+    assert torch.equal(detect_wrong(oracle, corrupted, V, WRONG, flag_bias=0.0), replaced)
+    assert not detect_wrong(oracle, corrupted, V, WRONG, flag_bias=-6.0).any()
+    assert detect_wrong(oracle, corrupted, V, WRONG, flag_bias=16.0).all()

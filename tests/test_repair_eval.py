@@ -69,6 +69,14 @@ def test_eval_repair_json(sc_run, capsys):
     assert first["cer_before"] == pytest.approx(3 / 32)  # round(0.1 * 32) per passage
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out) == first  # deterministic
+    assert first["change_margin"] == 1.0 and first["flag_bias"] == 0.0
+    # no flags at all: nothing detected, nothing changed
+    assert main(args + ["--flag-bias", "-1000", "--change-margin", "2"]) == 0
+    silent = json.loads(capsys.readouterr().out)
+    assert silent["repair_recall"] == 0.0 and silent["cer_after"] == silent["cer_before"]
+    assert silent["change_margin"] == 2.0
+    assert main(args + ["--change-margin", "0.5"]) == 2
+    assert "--change-margin must be >= 1" in capsys.readouterr().err
 
 
 def test_sample_remask_policy(sc_run, capsys):

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, resolve_config
@@ -32,12 +33,12 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def parse_overrides(extra: list[str]) -> dict[str, str]:
+def parse_overrides(extra: list[str], example: str = "--optim.lr=3e-4") -> dict[str, str]:
     """`--optim.lr=3e-4` style arguments -> {'optim.lr': '3e-4'}."""
     overrides = {}
     for item in extra:
         if not item.startswith("--") or "=" not in item:
-            raise ConfigError(f"unrecognised argument '{item}'; overrides look like --optim.lr=3e-4")
+            raise ConfigError(f"unrecognised argument '{item}'; overrides look like {example}")
         key, value = item[2:].split("=", 1)
         overrides[key] = value
     return overrides
@@ -127,7 +128,8 @@ def cmd_eval(args) -> int:
     if args.repair is not None:
         from .repair_eval import evaluate_repair
         result = evaluate_repair(args.checkpoint, args.repair, data=args.data,
-                                 device=args.device, n_passages=args.passages)
+                                 device=args.device, n_passages=args.passages,
+                                 change_margin=args.change_margin, flag_bias=args.flag_bias)
     else:
         from .evaluate import evaluate_checkpoint
         result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device,
@@ -189,26 +191,43 @@ def build_parser() -> argparse.ArgumentParser:
                         "(self_correction checkpoints)")
     p.add_argument("--passages", type=int, default=64,
                    help="--repair: validation passages (windows of the model's context)")
+    p.add_argument("--change-margin", type=float, default=1.0,
+                   help="--repair: replace a flagged character only by a refill this many "
+                        "times as probable (1 = plain argmax)")
+    p.add_argument("--flag-bias", type=float, default=0.0,
+                   help="--repair: added to the flag logit (> 0 flags more, < 0 fewer)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     return parser
 
 
+def run_reporting_errors(prog: str, command: Callable[[], int]) -> int:
+    """Run a command; a user error becomes one line on stderr and exit status 2, Ctrl-C 130.
+
+    Checkpoints are written atomically, so an interrupted run loses nothing already saved.
+    """
+    try:
+        return command()
+    except USER_ERRORS as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last saved checkpoint is intact", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    try:
+
+    def command() -> int:
         if args.command == "train":
             return cmd_train(args, extra)
         if extra:
             parser.error(f"unrecognised arguments: {' '.join(extra)}")
         return {"prepare": cmd_prepare, "sample": cmd_sample, "eval": cmd_eval}[args.command](args)
-    except USER_ERRORS as err:
-        print(f"unmask {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last saved checkpoint is intact", file=sys.stderr)
-        return 130
+
+    return run_reporting_errors(f"unmask {args.command}", command)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from .config_io import ConfigError, coerce, flatten, read_config_file, valid_key
 
 
 MODEL_MODES = ("token_classifier", "language_model", "sequence_classifier")
+POOLINGS = ("mean", "cls", "layers")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ModelConfig:
     causal: bool = False  # causal attention: the autoregressive baseline (mode language_model)
     binary_head: bool = False  # per-token good/wrong head instead of the vocabulary (remasking)
     num_classes: int = 0  # sequence_classifier only; 0 = from the dataset's meta.json
+    pooling: str = "mean"  # sequence_classifier summary: mean | cls | layers (see Transformer.pooled)
     rope_theta: float = 10000.0
     mlp_hidden: int = 0  # SwiGLU hidden width; 0 = 8/3 * n_embd rounded up to a multiple of 64
 
@@ -41,6 +43,9 @@ class ModelConfig:
         if self.mode not in MODEL_MODES:
             raise ConfigError(f"model.mode must be one of {', '.join(MODEL_MODES)}, "
                               f"got '{self.mode}'")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"model.pooling must be one of {', '.join(POOLINGS)}, "
+                              f"got '{self.pooling}'")
         if self.causal and self.mode == "token_classifier":
             self.mode = "language_model"
         self.causal = self.mode == "language_model"

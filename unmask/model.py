@@ -107,7 +107,8 @@ class Transformer(nn.Module):
 
     token_classifier / language_model: (B, T, vocab_size) over the extended vocabulary, the
     head tied to the embedding; with `binary_head`: (B, T, 2) good/wrong per token;
-    sequence_classifier: (B, num_classes) from the final state at position 0 ([CLS]).
+    sequence_classifier: (B, num_classes) from a pooled summary (see `pooled`), standardised
+    by a BatchNorm without affine parameters, then one linear layer.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -124,7 +125,12 @@ class Transformer(nn.Module):
         if cfg.mode == "sequence_classifier":
             if cfg.num_classes < 2:
                 raise ValueError("a sequence_classifier needs model.num_classes >= 2")
-            self.classifier = nn.Linear(cfg.n_embd, cfg.num_classes)
+            pooled_width = cfg.n_embd * (cfg.n_layer + 1 if cfg.pooling == "layers" else 1)
+            # Mean-pooled states share a large common offset and differ by small amounts; the
+            # parameter-free BatchNorm (as in MAE's linear probe) centres and scales them so a
+            # linear head on frozen features trains in a few hundred steps.
+            self.pool_norm = nn.BatchNorm1d(pooled_width, affine=False)
+            self.classifier = nn.Linear(pooled_width, cfg.num_classes)
         elif cfg.binary_head:
             self.binary = nn.Linear(cfg.n_embd, 2)
         cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta)
@@ -149,8 +155,10 @@ class Transformer(nn.Module):
     def backbone_parameters(self):
         return [p for n, p in self.named_parameters() if n.startswith(BACKBONE_PREFIXES)]
 
-    def features(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Final normalised hidden states (B, T, C)."""
+    def features(self, tokens: torch.Tensor, cache: KVCache | None = None,
+                 layer_means: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Final normalised hidden states (B, T, C); `layer_means` collects the (B, C) mean over
+        positions of the embeddings and of every block's output but the last."""
         T, start = tokens.size(1), cache.length if cache is not None else 0
         if start + T > self.cfg.block_size:
             raise ValueError(f"sequence length {start + T} exceeds model.block_size "
@@ -158,15 +166,37 @@ class Transformer(nn.Module):
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.drop(self.embed(tokens))  # (B, T, C)
         for block in self.blocks:
+            if layer_means is not None:
+                layer_means.append(x.mean(dim=1))
             x = block(x, cos, sin, cache)
         if cache is not None:
             cache.length += T
         return self.norm(x)
 
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The sequence summary a sequence_classifier reads, by `model.pooling`:
+
+        cls: the final state at position 0 ([CLS]); mean: the mean final state; layers: the
+        mean of every layer's states (embeddings, each block, RMS-normalised), concatenated.
+        An unmasking backbone never learned to summarise into [CLS], and its last layer is
+        trained only at masked positions, so frozen features are best read from every
+        position and every depth (ELMo-style); "layers" is the feature-extraction choice.
+        """
+        inner = [] if self.cfg.pooling == "layers" else None
+        h = self.features(tokens, layer_means=inner)
+        if self.cfg.pooling == "cls":
+            return h[:, 0]
+        if self.cfg.pooling == "mean":
+            return h.mean(dim=1)
+        width = (self.cfg.n_embd,)
+        return torch.cat([F.rms_norm(m, width) for m in inner] + [h.mean(dim=1)], dim=-1)
+
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        h = self.features(tokens, cache)
         if self.cfg.mode == "sequence_classifier":
-            return self.classifier(h[:, 0])  # (B, num_classes)
+            if cache is not None:
+                raise ValueError("a sequence_classifier takes whole sequences, not a KV cache")
+            return self.classifier(self.pool_norm(self.pooled(tokens)))  # (B, num_classes)
+        h = self.features(tokens, cache)
         if self.cfg.binary_head:
             return self.binary(h)  # (B, T, 2)
         return self.head(h)  # (B, T, V)

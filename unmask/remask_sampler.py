@@ -34,15 +34,16 @@ def flag_from_logits(logits: torch.Tensor, vocab_size: int, remask_id: int,
 @torch.no_grad()
 def detect_wrong(model: Transformer, tokens: torch.Tensor, vocab_size: int, wrong_id: int,
                  remask_target: str = "wrong", *, mask_id: int | None = None,
-                 mask_logit_bias: float = 0.0) -> torch.Tensor:
+                 mask_logit_bias: float = 0.0, flag_bias: float = 0.0) -> torch.Tensor:
     """Bool (B, L) positions the model flags as wrong in one forward pass.
 
     `mask_id` defaults to `vocab_size` (the tokenizer puts [MASK] right after the text
-    vocabulary); the bias is added to the [MASK] logit in the single-token variant only.
+    vocabulary); `mask_logit_bias` is added to the [MASK] logit in the single-token variant
+    only; `flag_bias` is added to the flag logit in both (> 0 flags more, < 0 fewer).
     """
     mask_id = vocab_size if mask_id is None else mask_id
     remask_id = remask_id_for(remask_target, mask_id, wrong_id)
-    bias = mask_logit_bias if remask_id == mask_id else 0.0
+    bias = (mask_logit_bias if remask_id == mask_id else 0.0) + flag_bias
     return flag_from_logits(model(tokens), vocab_size, remask_id, bias)
 
 
@@ -60,7 +61,8 @@ def remask_generate(model: Transformer, *, vocab_size: int, mask_id: int, wrong_
                     max_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
                     top_p: float = 1.0, generator: torch.Generator | None = None,
                     remask_target: str = "wrong", mask_logit_bias: float = 0.0,
-                    unmask_per_step: int | None = None, max_remasks: int = 2
+                    unmask_per_step: int | None = None, max_remasks: int = 2,
+                    change_margin: float = 1.0, flag_bias: float = 0.0
                     ) -> Iterator[RemaskStepState]:
     """Yield a RemaskStepState per step until a fixed point or `max_steps`.
 
@@ -69,14 +71,18 @@ def remask_generate(model: Transformer, *, vocab_size: int, mask_id: int, wrong_
     tokens. Per step: flag (see module doc), then fill k masked positions per row, k =
     ceil(#masked / steps left) or `unmask_per_step`. A position re-masked `max_remasks` times
     is no longer eligible: without this cap a model that keeps doubting its own fill can
-    flip-flop forever. The run stops once a step finds nothing masked and nothing flagged (the
+    flip-flop forever. A flagged token is only replaced by a fill at least `change_margin`
+    times as probable as itself under the refill distribution (1 = plain argmax): a false
+    alarm then keeps its (often correct) token unless the context clearly prefers another.
+    `flag_bias` shifts the flag logit (see detect_wrong).
+    The run stops once a step finds nothing masked and nothing flagged (the
     filled text has been checked once more), and the last step flags nothing and fills every
     mask, so the output never holds a special token.
     """
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     remask_id = remask_id_for(remask_target, mask_id, wrong_id)
-    bias = mask_logit_bias if remask_id == mask_id else 0.0
+    bias = (mask_logit_bias if remask_id == mask_id else 0.0) + flag_bias
     x = tokens.clone()
     frozen = torch.zeros_like(x, dtype=torch.bool) if frozen is None else frozen.to(x.device)
     if (frozen & (x >= vocab_size)).any():
@@ -84,6 +90,7 @@ def remask_generate(model: Transformer, *, vocab_size: int, mask_id: int, wrong_
     x = torch.where(~frozen & (x >= vocab_size), mask_id, x)
     generator = generator or torch.Generator().manual_seed(0)
     remask_count = torch.zeros_like(x)
+    doubted = torch.full_like(x, -1)  # the token a flag removed, per position (-1: none)
     model.eval()
     for step in range(max_steps):
         last = step == max_steps - 1
@@ -97,6 +104,11 @@ def remask_generate(model: Transformer, *, vocab_size: int, mask_id: int, wrong_
             break
         fills, confidence = sample_tokens(logits[..., :vocab_size], temperature, top_k, top_p,
                                           generator)
+        if change_margin != 1.0:
+            p_doubted = logits[..., :vocab_size].float().softmax(-1).gather(
+                -1, doubted.clamp_min(0)[..., None]).squeeze(-1)
+            keep = (doubted >= 0) & (change_margin * p_doubted >= confidence)
+            fills = torch.where(keep, doubted, fills)
         n_masked = masked.sum(-1)
         if last:
             k = n_masked
@@ -106,6 +118,7 @@ def remask_generate(model: Transformer, *, vocab_size: int, mask_id: int, wrong_
             k = torch.ceil(n_masked / (max_steps - step)).long()
         reveal = _most_confident(confidence, masked, k)
         x = torch.where(reveal, fills, x)
+        doubted = torch.where(flagged, x, doubted)
         x = torch.where(flagged, mask_id, x)
         remask_count += flagged
         yield RemaskStepState(step + 1, max_steps, x.clone(), reveal, int((x == mask_id).sum()),

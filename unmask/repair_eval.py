@@ -8,7 +8,8 @@ round(rate * L) characters per window are replaced by a random *other* character
 1. detection: one forward pass over the corrupted text; the flagged positions (see
    remask_sampler.detect_wrong) are scored against the replaced ones (precision, recall, F1);
 2. repair: the remasking sampler (greedy) turns flagged tokens into [MASK], refills them and
-   checks again until a fixed point or `max_steps`;
+   checks again until a fixed point or `max_steps` (`flag_bias` and `change_margin` tune how
+   eagerly it flags and how sure a refill must be to replace a flagged token);
 3. character error rate of the corrupted and of the repaired text against the clean one
    (repair only substitutes, so CER is the Hamming distance over the length);
    `cer_after_oracle_detection` separates the two halves of the job: the error rate left when
@@ -43,6 +44,7 @@ def repair_passages(tokens: torch.Tensor, length: int, n: int = REPAIR_PASSAGES)
 def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, mask_id: int,
                   wrong_id: int, remask_target: str = "wrong", mask_logit_bias: float = 0.0,
                   seed: int = REPAIR_SEED, max_steps: int = REPAIR_STEPS,
+                  change_margin: float = 1.0, flag_bias: float = 0.0,
                   batch_size: int = 64) -> dict:
     """Corrupt `clean` (N, L), detect, repair; return the scores (see the module doc)."""
     corrupted, replaced = corrupt_text_ids(clean, rate, vocab_size,
@@ -51,12 +53,15 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
     model.eval()
     flagged, repaired, oracle = [], [], []
     kw = dict(vocab_size=vocab_size, mask_id=mask_id, wrong_id=wrong_id,
-              remask_target=remask_target, mask_logit_bias=mask_logit_bias)
+              remask_target=remask_target, mask_logit_bias=mask_logit_bias,
+              flag_bias=flag_bias)
     for i in range(0, clean.size(0), batch_size):
         x = corrupted[i:i + batch_size].to(device)
         flagged.append(detect_wrong(model, x, vocab_size, wrong_id, remask_target,
-                                    mask_id=mask_id, mask_logit_bias=mask_logit_bias).cpu())
+                                    mask_id=mask_id, mask_logit_bias=mask_logit_bias,
+                                    flag_bias=flag_bias).cpu())
         repaired.append(repair(model, corrupted=x, max_steps=max_steps,
+                               change_margin=change_margin,
                                generator=torch.Generator().manual_seed(seed), **kw).cpu())
         # The fill half alone: mask exactly the replaced characters, refill them greedily.
         hole = replaced[i:i + batch_size].to(device)
@@ -76,13 +81,14 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
         "damaged": float(changed[~replaced].float().mean()) if (~replaced).any() else 0.0,
         "passages": clean.size(0), "passage_length": clean.size(1),
         "corrupted_chars": int(replaced.sum()), "rate": rate, "seed": seed,
-        "max_steps": max_steps,
+        "max_steps": max_steps, "change_margin": change_margin, "flag_bias": flag_bias,
     }
 
 
 def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
                     device: str = "auto", n_passages: int = REPAIR_PASSAGES,
-                    max_steps: int = REPAIR_STEPS) -> dict:
+                    max_steps: int = REPAIR_STEPS, change_margin: float = 1.0,
+                    flag_bias: float = 0.0) -> dict:
     """`unmask eval CKPT --repair RATE`: the repair scores of a self_correction checkpoint."""
     from .data.dataset import Dataset
     from .pretrained import load_pretrained
@@ -90,6 +96,8 @@ def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
 
     if not 0.0 < rate < 1.0:
         raise ValueError(f"--repair expects a corruption rate in (0, 1), got {rate}")
+    if not change_margin >= 1.0:
+        raise ValueError(f"--change-margin must be >= 1 (1 = plain argmax), got {change_margin}")
     pre = load_pretrained(path, device)
     require_self_correction(pre.config, pre.path, "--repair")
     dataset_dir = data or pre.meta.get("dataset_dir")
@@ -102,6 +110,7 @@ def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
     result = repair_scores(pre.model, clean, rate=rate, vocab_size=tok.vocab_size,
                            mask_id=tok.mask_id, wrong_id=tok.special_tokens["wrong_token_id"],
                            remask_target=pre.config.self_correction.remask_target,
-                           mask_logit_bias=bias, max_steps=max_steps)
+                           mask_logit_bias=bias, max_steps=max_steps,
+                           change_margin=change_margin, flag_bias=flag_bias)
     return {"checkpoint": pre.path, **result, "mask_logit_bias": bias,
             "remask_target": pre.config.self_correction.remask_target}

@@ -307,28 +307,19 @@ Names: see unmask/seed_compat.py; RunConfig dot paths (--train.threads=1) work t
 
 
 def main(argv: list[str] | None = None, prog: str = "train_run.py") -> int:
-    from .cli import USER_ERRORS
+    from .cli import parse_overrides, run_reporting_errors
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
     files = [a for a in argv if not a.startswith("--")]
-    overrides: dict[str, str] = {}
-    try:
-        for item in (a for a in argv if a.startswith("--")):
-            if "=" not in item:
-                raise ConfigError(f"unrecognised argument '{item}'; overrides look like "
-                                  "--max_iters=50")
-            key, value = item[2:].split("=", 1)
-            overrides[key] = value
+
+    def command() -> int:
+        overrides = parse_overrides([a for a in argv if a.startswith("--")], "--max_iters=50")
         result = train_seed_config(files, overrides,
                                    warn=lambda line: print(f"{prog}: {line}", file=sys.stderr))
-    except USER_ERRORS as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last saved checkpoint is intact", file=sys.stderr)
-        return 130
-    print(json.dumps(result))
-    return 0
+        print(json.dumps(result))
+        return 0
+
+    return run_reporting_errors(prog, command)

@@ -65,5 +65,5 @@ def optimizer_summary(model: torch.nn.Module, optimizer: torch.optim.Optimizer) 
         f"  Total parameters: {total:,}",
         f"  Trainable parameters: {trainable:,}",
         f"  Frozen parameters: {total - trainable:,}",
-        f"  Trainable percentage: {100 * trainable / total:.1f}%",
+        f"  Trainable percentage: {100 * trainable / total:.2f}%",
     ])
