@@ -6,7 +6,7 @@
               trained (pooling "layers": every layer's mean state); compared with the same
               head on a frozen *randomly initialised* backbone.
 
-    .venv/bin/python benchmarks/author_attribution.py [--scratch-iters 450] [--pretrain-iters 600]
+    .venv/bin/python benchmarks/author_attribution.py [--scratch-iters 450] [--pretrain-iters 2000]
         [--scratch-only | --transfer-only]
 """
 
@@ -37,8 +37,8 @@ def run(dataset, out: Path, overrides: dict, log=lambda *_: None) -> tuple[dict,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scratch-iters", type=int, default=450)
-    parser.add_argument("--pretrain-iters", type=int, default=600)
-    parser.add_argument("--head-iters", type=int, default=300)
+    parser.add_argument("--pretrain-iters", type=int, default=2000)
+    parser.add_argument("--head-iters", type=int, default=600)
     parser.add_argument("--scratch-only", action="store_true")
     parser.add_argument("--transfer-only", action="store_true")
     parser.add_argument("--head-lr", type=float, default=1e-2)

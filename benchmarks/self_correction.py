@@ -1,7 +1,7 @@
 """Self-correction on the CPU demo budget: train, then repair 10 % corrupted validation text.
 
-Trains the `cpu-demo` preset (its iteration budget) with train.objective=self_correction and
-the knobs in KNOBS, then runs the repair evaluation of `unmask eval RUN --repair 0.10`: 64
+Trains the `cpu-demo` model for the demo's training time with train.objective=self_correction
+and the knobs in KNOBS, then runs the repair evaluation of `unmask eval RUN --repair 0.10`: 64
 validation passages of 128 characters, 13 characters each replaced by random other ones;
 detection precision/recall/F1 of the first pass, and the character error rate before and
 after the remasking sampler repairs them. Target (issue 4): CER after <= 5 %, F1 >= 0.80.
@@ -27,18 +27,22 @@ from unmask.data.dataset import resolve_dataset
 from unmask.repair_eval import evaluate_repair
 from unmask.trainer import Trainer
 
-# The curriculum ramps must end well inside the 800-iteration budget (the seed's 1000 / 2000
-# are for long GPU runs). guaranteed_correct_factor 0.5 keeps every row at least half clean
-# and weight_unmask_task 2 favours the fill task: repair needs fills in mostly-clean context,
-# and at this budget fill accuracy is what limits the error rate after repair. Measured at
-# 800 iterations (cer_after / repair_f1): factor 0.01 and weight 1 (the seed's)
-# 0.0717 / 0.805; these knobs
-# 0.0676 / 0.815; guaranteed_correct_factor 0.7 0.0670 / 0.829 (but then no row is ever more
-# than 30 % masked, which hurts generation from all-[MASK]).
+# The demo budget is the demo's training wall time (469 s here): the cpu-demo model (4L/192,
+# context 128) at batch 16 runs 2,400 iterations in that time (459 s measured alone, the
+# same tokens as 800 iterations at batch 48), and the extra optimizer steps help: CER after
+# repair 6.1 % vs 6.8 % at batch 48. The curriculum ramps must end well inside the run (the
+# seed's 1000 / 2000 iterations are for long GPU runs). guaranteed_correct_factor 0.5 keeps
+# every row at least half clean and weight_unmask_task 2 favours the fill task: repair needs
+# fills in mostly-clean context, and at this budget fill accuracy is what limits the error
+# rate after repair. BENCHMARKS.md has the runs behind these choices.
 KNOBS = {
     "train.objective": "self_correction",
-    "self_correction.masking_warmup_iters": 200,
-    "self_correction.proofreading_warmup_iters": 200,
+    "train.batch_size": 16,
+    "train.max_iters": 2400,
+    "train.eval_interval": 600,
+    "optim.warmup_iters": 150,
+    "self_correction.masking_warmup_iters": 600,
+    "self_correction.proofreading_warmup_iters": 600,
     "self_correction.guaranteed_correct_factor": 0.5,
     "self_correction.weight_unmask_task": 2.0,
 }
@@ -48,8 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/self_correction")
     parser.add_argument("--data", default="tinyshakespeare")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (train.threads)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (train.threads)")
     parser.add_argument("--rate", type=float, default=0.10)
+    parser.add_argument("--change-margin", type=float, default=1.0,
+                        help="repair: see `unmask eval --change-margin`")
     parser.add_argument("--eval-only", action="store_true", help="score the existing run")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUT/latest (exact resume)")
@@ -72,12 +78,14 @@ def main() -> None:
         result["ms_per_iteration"] = round(1000 * result["train_seconds"]
                                            / max(1, result["step"] - first_step))
     with Timer() as timer:
-        repair = evaluate_repair(args.out, args.rate, device="cpu")
+        repair = evaluate_repair(args.out, args.rate, device="cpu",
+                                 change_margin=args.change_margin)
     repair["repair_wall_seconds"] = round(timer.seconds, 1)
     print(json.dumps({"train": result, "repair": repair}, indent=1))
     met = repair["cer_after"] <= 0.05 and repair["repair_f1"] >= 0.80
     print(f"target (cer_after <= 0.05 and repair_f1 >= 0.80): {'met' if met else 'MISSED'}")
-    print(f"reproduce the evaluation: .venv/bin/unmask eval {args.out} --repair {args.rate} --json")
+    print(f"reproduce the evaluation: .venv/bin/unmask eval {args.out} --repair {args.rate} "
+          f"--change-margin {args.change_margin} --json")
 
 
 if __name__ == "__main__":
