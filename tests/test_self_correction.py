@@ -126,6 +126,23 @@ def test_task_weighted_loss_matches_naive_loop(remask_target):
     assert diag["avg_mask_prob"].item() == pytest.approx(ref_prob, rel=1e-5)
 
 
+def test_swap_fill_term_adds_the_original_token_cross_entropy_at_swaps():
+    g = torch.Generator().manual_seed(3)
+    B, L = 3, 16
+    cfg = SelfCorrectionConfig()
+    x0 = torch.randint(0, V, (B, L), generator=g)
+    c = corrupt(x0, 1.0, cfg, V, MASK, WRONG, g)
+    logits = torch.randn(B, L, VEXT, generator=g)
+    base, _, _ = task_weighted_loss(logits, c, MASK, WRONG, 0.3, cfg)
+    with_fill, _, _ = task_weighted_loss(logits, c, MASK, WRONG, 0.3,
+                                         SelfCorrectionConfig(weight_swap_fill=0.4))
+    expected = 0.0
+    for b, l in c.replaced_positions.nonzero().tolist():
+        expected -= float(logits[b, l, :V].double().log_softmax(-1)[int(x0[b, l])])
+    assert c.replaced_positions.sum() > 0
+    assert (with_fill - base).item() == pytest.approx(0.4 * expected, rel=1e-5)
+
+
 def test_task_weighted_loss_has_gradients():
     cfg = SelfCorrectionConfig()
     g = torch.Generator().manual_seed(1)

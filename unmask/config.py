@@ -152,6 +152,7 @@ class SelfCorrectionConfig:
 
     weight_unmask_task: float = 1.0  # loss weight where the input is [MASK] (fill in the blank)
     weight_remask_task: float = 1.0  # loss weight where a swapped token must be flagged
+    weight_swap_fill: float = 0.0  # extra: at swapped tokens, also predict the original (see loss)
     penalty_mask_correct: float = 0.5  # final weight of flagging a correct token (discount)
     masking_warmup_iters: int = 1000  # iterations to ramp the penalty 0 -> penalty_mask_correct
     proofreading_warmup_iters: int = 2000  # iterations to ramp swapped tokens 0 -> full share
@@ -166,7 +167,8 @@ class SelfCorrectionConfig:
             raise ConfigError("self_correction.remask_target must be one of "
                               f"{', '.join(REMASK_TARGETS)}, "
                               f"got '{self.remask_target}'")
-        for name in ("weight_unmask_task", "weight_remask_task", "penalty_mask_correct",
+        for name in ("weight_unmask_task", "weight_remask_task", "weight_swap_fill",
+                     "penalty_mask_correct",
                      "masking_warmup_iters", "proofreading_warmup_iters", "bias_update_strength"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"self_correction.{name} must be >= 0, got {getattr(self, name)}")

@@ -50,6 +50,7 @@ class Corruption:
     mask_positions: torch.Tensor  # (B, L) bool, input is [MASK]
     replaced_positions: torch.Tensor  # (B, L) bool, input is a swapped (wrong) real token
     corruption_rate: torch.Tensor  # (B,) float, #swapped / #visible (non-[MASK]) inputs
+    originals: torch.Tensor | None = None  # (B, L) the clean tokens (for weight_swap_fill)
 
 
 def _first_n_of_random_order(noise: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
@@ -94,7 +95,7 @@ def corrupt(x0: torch.Tensor, remask_ratio: float, cfg: SelfCorrectionConfig, vo
     inputs = torch.where(masked, mask_id, torch.where(replaced, swapped, x0))
     targets = torch.where(replaced, remask_id_for(cfg.remask_target, mask_id, wrong_id), x0)
     rate = n_random.float() / (L - n_mask).clamp_min(1).float()
-    return Corruption(inputs, targets, masked, replaced, rate)
+    return Corruption(inputs, targets, masked, replaced, rate, x0)
 
 
 def binary_corruption(x0: torch.Tensor, cfg: SelfCorrectionConfig, vocab_size: int,
@@ -128,6 +129,11 @@ def task_weighted_loss(logits: torch.Tensor, c: Corruption, mask_id: int, wrong_
     input, target remask id) weight_remask_task; a correct visible token whose argmax is the
     remask id (a destructive edit) current_penalty * (1 - corruption_rate of its row), so a
     row with many swaps forgives over-flagging less harshly; everything else 1.
+
+    `weight_swap_fill` > 0 adds, at swapped positions, that weight times the cross-entropy of
+    the original token over the real tokens alone (the remask output excluded): besides
+    flagging a swapped token the model learns what belongs there, which doubles the
+    fill-in-the-blank signal per row, and the flag is unaffected (that term ignores it).
 
     diag: avg_mask_prob = mean probability of the remask output over unmask positions (the
     controller's signal in the single-token variant), and the task counts.
@@ -163,7 +169,12 @@ def task_weighted_loss(logits: torch.Tensor, c: Corruption, mask_id: int, wrong_
             "n_destructive": destructive.sum(),
             "n_flagged": (visible & predicted_flag).sum(),
         }
-    return (nll * weights).sum(), targets.numel(), diag
+    total = (nll * weights).sum()
+    if cfg.weight_swap_fill > 0 and c.originals is not None:
+        original = real.gather(-1, c.originals[..., None]).squeeze(-1)
+        swap_nll = real.logsumexp(-1) - original
+        total = total + cfg.weight_swap_fill * (swap_nll * c.replaced_positions).sum()
+    return total, targets.numel(), diag
 
 
 # ---------------------------------------------------------------- bias controller

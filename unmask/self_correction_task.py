@@ -42,7 +42,8 @@ EVAL_SEED = 4321  # the fixed validation corruption (both tasks)
 def _slice(c: Corruption, i: int, j: int, device: torch.device) -> Corruption:
     return Corruption(c.inputs[i:j].to(device), c.targets[i:j].to(device),
                       c.mask_positions[i:j].to(device), c.replaced_positions[i:j].to(device),
-                      c.corruption_rate[i:j].to(device))
+                      c.corruption_rate[i:j].to(device),
+                      None if c.originals is None else c.originals[i:j].to(device))
 
 
 def _val_windows(cfg: RunConfig, dataset: Dataset) -> torch.Tensor:
