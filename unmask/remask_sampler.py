@@ -31,6 +31,13 @@ def flag_from_logits(logits: torch.Tensor, vocab_size: int, remask_id: int,
     return flag > logits[..., :vocab_size].float().max(-1).values
 
 
+def flag_logit_bias(remask_id: int, mask_id: int, mask_logit_bias: float,
+                    flag_bias: float) -> float:
+    """What is added to the flag logit: the controller's [MASK] bias (single-token variant
+    only, where the flag *is* [MASK]) plus the user's `flag_bias`."""
+    return (mask_logit_bias if remask_id == mask_id else 0.0) + flag_bias
+
+
 @torch.no_grad()
 def detect_wrong(model: Transformer, tokens: torch.Tensor, vocab_size: int, wrong_id: int,
                  remask_target: str = "wrong", *, mask_id: int | None = None,
@@ -43,7 +50,7 @@ def detect_wrong(model: Transformer, tokens: torch.Tensor, vocab_size: int, wron
     """
     mask_id = vocab_size if mask_id is None else mask_id
     remask_id = remask_id_for(remask_target, mask_id, wrong_id)
-    bias = (mask_logit_bias if remask_id == mask_id else 0.0) + flag_bias
+    bias = flag_logit_bias(remask_id, mask_id, mask_logit_bias, flag_bias)
     return flag_from_logits(model(tokens), vocab_size, remask_id, bias)
 
 
@@ -82,7 +89,7 @@ def remask_generate(model: Transformer, *, vocab_size: int, mask_id: int, wrong_
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
     remask_id = remask_id_for(remask_target, mask_id, wrong_id)
-    bias = (mask_logit_bias if remask_id == mask_id else 0.0) + flag_bias
+    bias = flag_logit_bias(remask_id, mask_id, mask_logit_bias, flag_bias)
     x = tokens.clone()
     frozen = torch.zeros_like(x, dtype=torch.bool) if frozen is None else frozen.to(x.device)
     if (frozen & (x >= vocab_size)).any():

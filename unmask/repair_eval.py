@@ -59,7 +59,7 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
         x = corrupted[i:i + batch_size].to(device)
         flagged.append(detect_wrong(model, x, vocab_size, wrong_id, remask_target,
                                     mask_id=mask_id, mask_logit_bias=mask_logit_bias,
-                                    flag_bias=flag_bias).cpu())
+                                    flag_bias=flag_bias).cpu())  # the first pass, scored alone
         repaired.append(repair(model, corrupted=x, max_steps=max_steps,
                                change_margin=change_margin,
                                generator=torch.Generator().manual_seed(seed), **kw).cpu())
