@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_curriculum_task import make_tiny_dataset
+from tests.test_curriculum_task import make_tiny_dataset
 
 from unmask.cli import main as unmask_main
 from unmask.config_io import ConfigError, read_config_file
