@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from common import Timer, header
-from unmask.config import resolve_config
+from unmask.config.presets import resolve_config
 from unmask.data.dataset import resolve_dataset
-from unmask.trainer import Trainer
+from unmask.train.trainer import Trainer
 
 ARCH = {"model.n_layer": 4, "model.n_head": 4, "model.n_embd": 128, "model.block_size": 257,
         "model.dropout": 0.0}

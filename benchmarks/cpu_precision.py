@@ -12,9 +12,9 @@ import time
 import torch
 
 from common import header
-from unmask.config import ModelConfig
-from unmask.model import Transformer
-from unmask.objectives import token_nll
+from unmask.config.schema import ModelConfig
+from unmask.model.transformer import Transformer
+from unmask.objectives.losses import token_nll
 
 
 def step_ms(model, opt, x, dtype, steps=8, warmup=3) -> float:

@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 from common import header
 
-from unmask.config import resolve_config
-from unmask.curriculum import CurriculumState
+from unmask.config.presets import resolve_config
+from unmask.objectives.curriculum import CurriculumState
 from unmask.data.dataset import Dataset
-from unmask.data.staged import prepare_staged_dataset
-from unmask.trainer import Trainer
+from unmask.data.staged.prepare import prepare_staged_dataset
+from unmask.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH, CONTEXT = 64, 256

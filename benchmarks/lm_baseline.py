@@ -19,12 +19,14 @@ from pathlib import Path
 import torch
 
 from common import Timer, header
-from unmask.config import resolve_config
-from unmask.data.dataset import contiguous_windows, resolve_dataset
-from unmask.evaluate import vocabulary_of, word_validity
-from unmask.objectives import token_nll
-from unmask.sampling import final_state, generate_causal
-from unmask.trainer import Trainer
+from unmask.config.presets import resolve_config
+from unmask.data.windows import contiguous_windows
+from unmask.data.dataset import resolve_dataset
+from unmask.eval.words import vocabulary_of, word_validity
+from unmask.objectives.losses import token_nll
+from unmask.sampling.base import final_state
+from unmask.sampling.causal import generate_causal
+from unmask.train.trainer import Trainer
 
 
 @torch.no_grad()

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 from common import Timer, header
-from unmask.cli import parse_overrides
-from unmask.config import resolve_config
+from unmask.cli.errors import parse_overrides
+from unmask.config.presets import resolve_config
 from unmask.data.dataset import resolve_dataset
-from unmask.repair_eval import evaluate_repair
-from unmask.trainer import Trainer
+from unmask.eval.repair import evaluate_repair
+from unmask.train.trainer import Trainer
 
 # The demo budget is the demo's training wall time (469 s here): the cpu-demo model (4L/192,
 # context 128) at batch 16 runs 2,400 iterations in that time (459 s measured alone, the

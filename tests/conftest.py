@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unmask.config import ModelConfig
+from unmask.config.schema import ModelConfig
 from unmask.data.dataset import Dataset
 from unmask.data.prepare import prepare
 

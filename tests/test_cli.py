@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from unmask.cli import main
+from unmask.cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 import pytest
 
-from unmask.config import ConfigError, PRESETS, resolve_config
+from unmask.config.io import ConfigError
+from unmask.config.presets import PRESETS, resolve_config
 
 
 def test_presets_build_and_validate():

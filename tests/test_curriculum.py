@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unmask.curriculum import (CurriculumState, advance, stages_for_training,
-                               validate_stages)
-from unmask.objectives import entropy_penalty_at, masked_token_loss
+from unmask.objectives.curriculum import CurriculumState, advance, stages_for_training
+from unmask.noise.stages import validate_stages
+from unmask.objectives.losses import entropy_penalty_at, masked_token_loss
 
 STAGES = [
     {"type": "sticky", "target_masked_ratio": 0.4, "p1_probability": 0.15,

@@ -6,17 +6,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from unmask.config import resolve_config
-from unmask.curriculum import CurriculumState
-from unmask.curriculum_task import CurriculumTask
+from unmask.config.presets import resolve_config
+from unmask.objectives.curriculum import CurriculumState
+from unmask.objectives.curriculum import CurriculumTask
 from unmask.data.dataset import Dataset
 from unmask.data.prepare import prepare
-from unmask.data.staged import (CHUNK_SIZE, StagedConfig, StagedData, StagedDataError,
-                                paragraph_starts, prepare_staged_dataset, valid_start_indices)
-from unmask.data.text import corpus_path
-from unmask.model import Transformer
-from unmask.objectives import masked_token_loss
-from unmask.trainer import Trainer
+from unmask.data.staged.config import CHUNK_SIZE, StagedConfig, StagedDataError
+from unmask.data.staged.dataset import StagedData
+from unmask.data.staged.stream import paragraph_starts, valid_start_indices
+from unmask.data.staged.prepare import prepare_staged_dataset
+from unmask.text.reader import corpus_path
+from unmask.model.transformer import Transformer
+from unmask.objectives.losses import masked_token_loss
+from unmask.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unmask.masking import mask_tokens, sample_times
+from unmask.noise.masking import mask_tokens, sample_times
 
 MASK = 99
 

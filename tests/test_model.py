@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from unmask.config import ModelConfig
-from unmask.config_io import ConfigError
-from unmask.model import Transformer
+from unmask.config.schema import ModelConfig
+from unmask.config.io import ConfigError
+from unmask.model.transformer import Transformer
 
 
 def test_logits_shape_and_parameter_count(tiny_model_config):

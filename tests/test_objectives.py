@@ -2,9 +2,9 @@ import math
 
 import torch
 
-from unmask.masking import mask_tokens, sample_times
-from unmask.objectives import masked_diffusion_loss
-from unmask.schedules import cosine_lr
+from unmask.noise.masking import mask_tokens, sample_times
+from unmask.objectives.losses import masked_diffusion_loss
+from unmask.train.optim import cosine_lr
 
 V, MASK = 65, 65
 

@@ -2,10 +2,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unmask.config import ModelConfig
-from unmask.model import Transformer
-from unmask.remask_sampler import detect_wrong, remask_generate, repair
-from unmask.self_correction import corrupt_text_ids, detection_scores
+from unmask.config.schema import ModelConfig
+from unmask.model.transformer import Transformer
+from unmask.sampling.remask import detect_wrong, remask_generate, repair
+from unmask.noise.corruption import corrupt_text_ids
+from unmask.eval.repair_metrics import detection_scores
 
 V, MASK, WRONG, VEXT = 65, 65, 66, 72
 

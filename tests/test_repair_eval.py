@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unmask.cli import main
-from unmask.repair_eval import repair_passages, repair_scores
+from unmask.cli.main import main
+from unmask.eval.repair import repair_passages, repair_scores
 
 V, MASK, WRONG, VEXT = 65, 65, 66, 72
 KEYS = ("repair_precision", "repair_recall", "repair_f1", "cer_before", "cer_after",

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from unmask.model import Transformer
-from unmask.sampling import POLICIES, filter_logits, generate, sample
+from unmask.model.transformer import Transformer
+from unmask.sampling.unmasking import POLICIES, generate, sample
+from unmask.sampling.base import filter_logits
 
 V, MASK = 65, 65
 
@@ -88,8 +89,8 @@ def test_blocks_fill_left_to_right(model, policy):
 
 @pytest.mark.parametrize("length", [10, 40])  # 40 runs past the 32-token context
 def test_kv_cache_generation_equals_no_cache(tiny_model_config, length):
-    from unmask.config import ModelConfig
-    from unmask.sampling import generate_causal
+    from unmask.config.schema import ModelConfig
+    from unmask.sampling.causal import generate_causal
 
     cfg = ModelConfig(**{**tiny_model_config.__dict__, "mode": "language_model"})
     model = Transformer(cfg).eval()
@@ -102,8 +103,8 @@ def test_kv_cache_generation_equals_no_cache(tiny_model_config, length):
 
 
 def test_cached_logits_match_full_forward(tiny_model_config):
-    from unmask.config import ModelConfig
-    from unmask.model import KVCache
+    from unmask.config.schema import ModelConfig
+    from unmask.model.transformer import KVCache
 
     cfg = ModelConfig(**{**tiny_model_config.__dict__, "mode": "language_model"})
     model = Transformer(cfg).eval()

@@ -4,16 +4,10 @@ import math
 import pytest
 import torch
 
-from unmask.self_correction import (
-    MaskBiasController,
-    SelfCorrectionConfig,
-    char_error_rate,
-    corrupt,
-    corrupt_text_ids,
-    detection_scores,
-    get_corruption_scheduler,
-    task_weighted_loss,
-)
+from unmask.objectives.self_correction_loss import MaskBiasController, task_weighted_loss
+from unmask.config.schema import SelfCorrectionConfig
+from unmask.eval.repair_metrics import char_error_rate, detection_scores
+from unmask.noise.corruption import corrupt, corrupt_text_ids, get_corruption_scheduler
 
 V, MASK, WRONG, VEXT = 65, 65, 66, 72
 

@@ -3,12 +3,14 @@ import json
 import pytest
 import torch
 
-from unmask.checkpoint import load_checkpoint
-from unmask.config import resolve_config
-from unmask.self_correction import task_weighted_loss
-from unmask.self_correction_task import RemaskBinaryTask, SelfCorrectionTask, checkpoint_mask_logit_bias
-from unmask.tasks import make_task
-from unmask.trainer import Trainer
+from unmask.model.checkpoint import load_checkpoint
+from unmask.config.presets import resolve_config
+from unmask.objectives.self_correction_loss import task_weighted_loss
+from unmask.objectives.remask_binary import RemaskBinaryTask
+from unmask.objectives.self_correction import SelfCorrectionTask
+from unmask.model.pretrained import checkpoint_mask_logit_bias
+from unmask.objectives.registry import make_task
+from unmask.train.trainer import Trainer
 
 V = 65  # Tiny Shakespeare's characters; [MASK] = 65, [WRONG] = 66, [GOOD] = 67, [BAD] = 68
 

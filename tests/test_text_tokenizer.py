@@ -1,7 +1,7 @@
 import pytest
 
-from unmask.data.text import TextError, load_text, strip_gutenberg
-from unmask.data.tokenizer import SPECIAL_TOKENS, CharTokenizer
+from unmask.text.reader import TextError, load_text, strip_gutenberg
+from unmask.text.tokenizers.char import SPECIAL_TOKENS, CharTokenizer
 
 
 def test_round_trip_and_special_ids():

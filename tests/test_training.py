@@ -3,12 +3,12 @@ import json
 import pytest
 import torch
 
-from unmask import checkpoint as ckpt
-from unmask.config import resolve_config
-from unmask.masking import mask_tokens, sample_times
-from unmask.objectives import masked_diffusion_loss
-from unmask.pretrained import load_pretrained
-from unmask.trainer import Trainer
+from unmask.model import checkpoint as ckpt
+from unmask.config.presets import resolve_config
+from unmask.noise.masking import mask_tokens, sample_times
+from unmask.objectives.losses import masked_diffusion_loss
+from unmask.model.pretrained import load_pretrained
+from unmask.train.trainer import Trainer
 
 
 def tiny_config(**overrides):

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from unmask.checkpoint import CheckpointError
-from unmask.config import resolve_config
+from unmask.model.checkpoint import CheckpointError
+from unmask.config.presets import resolve_config
 from unmask.data.authors import prepare_authors
 from unmask.data.dataset import Dataset, DatasetError
-from unmask.trainer import Trainer
+from unmask.train.trainer import Trainer
 
 TINY = {"model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 33,
         "train.progress": False, "train.batch_size": 8, "train.eval_batches": 2,
@@ -38,7 +38,7 @@ def classifier_config(pretrained, mode, **extra):
 def test_authors_split_by_position_without_overlap(authors):
     from unmask.data.authors import load_passages
 
-    from unmask.data.text import load_text
+    from unmask.text.reader import load_text
 
     p = load_passages(authors.path)
     assert set(p["train_y"].tolist()) == set(p["val_y"].tolist()) == {0, 1, 2}
@@ -82,7 +82,7 @@ def test_fine_tuning_changes_every_parameter(authors, pretrained, tmp_path):
 
 
 def test_pretrained_backbone_is_loaded(authors, pretrained, tmp_path):
-    from unmask.checkpoint import load_checkpoint
+    from unmask.model.checkpoint import load_checkpoint
 
     trainer = Trainer(classifier_config(pretrained, "fine_tuning"), authors, tmp_path, **QUIET)
     weights = load_checkpoint(pretrained)["weights"]

@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # works from a fresh clone without `pip install -e .`
 
-from unmask.data.prepare import prepare  # noqa: E402
+from unmask.data.prepare import prepare
 
 BLOCK_SIZE = 1024  # longest context a run may use (language models accept any shorter one)
 

@@ -5,7 +5,7 @@ uses these stages and this block size. Edit, then run `python prepare.py` again 
 data prepared from an older version of this file). Only `NAME = literal` lines: the file is
 parsed, never executed.
 
-Stage types (unmask/masking.py):
+Stage types (unmask/noise/stages.py):
   sticky  target_masked_ratio of each window is masked, grown in rounds: a position is
           masked with p1_probability when no neighbour is masked (starts a hole) and with
           p2_probability when one is (grows a hole), so p2 > p1 makes word- and phrase-sized

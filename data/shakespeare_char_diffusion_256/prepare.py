@@ -6,7 +6,7 @@ Reads training_config.py (stages, BLOCK_SIZE, SEED, ...; parsed, never executed)
 next to this file: train.bin / val.bin, tokenizer.json, the enhanced meta.json, cached_data/
 (paragraph boundaries, valid window starts), validation/ (a fixed pool per validation stage)
 and prepared_batches/ (pre-generated training samples). Deterministic from SEED; running it
-again with nothing changed does nothing. See unmask/data/staged.py for the file formats.
+again with nothing changed does nothing. See unmask/data/staged/ for the file formats.
 """
 
 import sys
@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # works from a fresh clone without `pip install -e .`
 
-from unmask.data.staged import prepare_staged_dataset  # noqa: E402
+from unmask.data.staged.prepare import prepare_staged_dataset
 
 if __name__ == "__main__":
     try:

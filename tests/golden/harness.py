@@ -48,7 +48,7 @@ SEED = 7
 
 def _cli(*args: str) -> str:
     """Run `unmask ARGS` in this process; return its stdout (fail loudly on a non-zero exit)."""
-    from unmask.cli import main
+    from unmask.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -71,7 +71,7 @@ def _samples(run: Path, *args: str) -> list[str]:
 def _curriculum_dataset(root: Path) -> Path:
     folder = root / "curriculum"
     folder.mkdir()
-    text = (REPO / "unmask" / "data" / "corpora" / "tinyshakespeare.txt").read_text("utf-8")
+    text = (REPO / "unmask" / "text" / "corpora" / "tinyshakespeare.txt").read_text("utf-8")
     (folder / "input.txt").write_text(text[:30000], encoding="utf-8")
     (folder / "training_config.py").write_text(CURRICULUM_CONFIG, encoding="utf-8")
     shutil.copy(REPO / "data" / "shakespeare_char_diffusion" / "prepare.py", folder)

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .prepare import TRAIN_FRACTION, build_meta
-from .text import load_text
-from .tokenizer import CharTokenizer
+from unmask.data.prepare import TRAIN_FRACTION, build_meta
+from unmask.text.reader import load_text
+from unmask.text.tokenizers.char import CharTokenizer
 
 AUTHORS = (("tinyshakespeare", "Shakespeare"), ("frankenstein", "Shelley"),
            ("pride_and_prejudice", "Austen"))
+
 PASSAGE_LENGTH = 256
 
 

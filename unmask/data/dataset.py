@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .prepare import prepare
-from .tokenizer import CharTokenizer
+from unmask.data.prepare import prepare
+from unmask.text.tokenizers.char import CharTokenizer
 
 
 class DatasetError(ValueError):
@@ -71,40 +71,7 @@ def resolve_dataset(data: str, runs_root: Path = Path("data")) -> Dataset:
     if path.is_dir():
         return Dataset.load(path)  # raises with the "run unmask prepare" hint
     if data == "authors":
-        from .authors import prepare_authors
+        from unmask.data.authors import prepare_authors
         return Dataset.load(prepare_authors(runs_root / "authors"))
     target = runs_root / (path.stem if path.suffix else data)
     return Dataset.load(prepare(data, target))
-
-
-def random_windows(tokens: torch.Tensor, batch_size: int, block_size: int,
-                   generator: torch.Generator) -> torch.Tensor:
-    """(B, L) windows at uniformly random offsets, gathered in one indexing op."""
-    starts = torch.randint(0, len(tokens) - block_size, (batch_size,), generator=generator)
-    return tokens[starts[:, None] + torch.arange(block_size)]
-
-
-def contiguous_windows(tokens: torch.Tensor, block_size: int, max_windows: int | None = None
-                       ) -> torch.Tensor:
-    """Non-overlapping (N, L) windows from the start of a split: a fixed evaluation set."""
-    n = len(tokens) // block_size
-    if max_windows is not None:
-        n = min(n, max_windows)
-    return tokens[: n * block_size].view(n, block_size)
-
-
-class WindowLoader:
-    """Random training windows with an explicit generator, so resume continues the stream."""
-
-    def __init__(self, tokens: torch.Tensor, batch_size: int, block_size: int, seed: int):
-        self.tokens, self.batch_size, self.block_size = tokens, batch_size, block_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def next_batch(self) -> torch.Tensor:
-        return random_windows(self.tokens, self.batch_size, self.block_size, self.generator)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .text import load_text
-from .tokenizer import CharTokenizer
+from unmask.text.reader import load_text
+from unmask.text.tokenizers.char import CharTokenizer
 
 FORMAT_VERSION = 1
+
 TRAIN_FRACTION = 0.9
+
 DEFAULT_BLOCK_SIZE = 1024
 
 

@@ -1,0 +1,1 @@
+"""Numbers about a model: likelihoods by objective, sample metrics, repair scores."""

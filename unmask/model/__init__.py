@@ -1,0 +1,1 @@
+"""The network (tokens -> logits), its checkpoints on disk, and readers of its outputs."""

@@ -1,0 +1,71 @@
+"""Rebuild a trained model (and its tokenizer and config) from a checkpoint or run directory."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from unmask.config.schema import RunConfig
+from unmask.model.checkpoint import (
+    find_checkpoint,
+    join_tensors,
+    load_checkpoint,
+    load_weights,
+)
+from unmask.model.transformer import Transformer
+from unmask.runtime.device import pick_device
+from unmask.text.tokenizers.char import CharTokenizer
+
+
+@dataclass
+class Pretrained:
+    model: Transformer
+    tokenizer: CharTokenizer
+    config: RunConfig
+    meta: dict
+    path: str
+
+
+def load_pretrained(path: str, device: str = "auto") -> Pretrained:
+    loaded = load_checkpoint(path)
+    values = {k: v for k, v in loaded["config"].items() if k != "format_version"}
+    config = RunConfig.from_dict(values)
+    model = Transformer(config.model)
+    load_weights(model, loaded["weights"])
+    model.to(pick_device(device)).eval()
+    return Pretrained(model, CharTokenizer.from_json(loaded["tokenizer"]), config,
+                      loaded["meta"], str(loaded["path"]))
+
+
+# ------------------------------------------------------------------ reading a checkpoint
+
+
+class _NoTensors(dict):
+    def __missing__(self, key):
+        return None
+
+
+def checkpoint_mask_logit_bias(path: str | Path, config: RunConfig) -> float:
+    """The [MASK] logit bias a single-token self-correction run ended with (0 otherwise).
+
+    Read from the task state in the checkpoint's state.json; `initial_mask_logit_bias` when
+    the checkpoint carries no training state.
+    """
+    sc = config.self_correction
+    if config.train.objective != "self_correction" or sc.remask_target != "mask":
+        return 0.0
+    state_file = find_checkpoint(path) / "state.json"
+    if not state_file.is_file():
+        return sc.initial_mask_logit_bias
+    state = join_tensors(json.loads(state_file.read_text(encoding="utf-8")), _NoTensors())
+    controller = state.get("task", {}).get("bias_controller")
+    return float(controller["bias"]) if controller else sc.initial_mask_logit_bias
+
+
+def require_self_correction(config: RunConfig, path: str, what: str) -> None:
+    """A clear error when a checkpoint was not trained to flag wrong tokens."""
+    if config.train.objective != "self_correction":
+        raise ValueError(f"{what} needs a checkpoint trained with train.objective="
+                         f"self_correction; {path} was trained with "
+                         f"'{config.train.objective}'")

@@ -1,0 +1,28 @@
+"""Reading a self-correcting model's outputs: which id flags a token, and which tokens it flags."""
+
+from __future__ import annotations
+
+import torch
+
+from unmask.config.schema import REMASK_TARGETS
+
+
+def flag_from_logits(logits: torch.Tensor, vocab_size: int, remask_id: int,
+                     bias: float = 0.0) -> torch.Tensor:
+    """Bool (B, L): the argmax over real tokens + remask id is the remask id (ties -> real)."""
+    flag = logits[..., remask_id].float() + bias
+    return flag > logits[..., :vocab_size].float().max(-1).values
+
+
+def flag_logit_bias(remask_id: int, mask_id: int, mask_logit_bias: float,
+                    flag_bias: float) -> float:
+    """What is added to the flag logit: the controller's [MASK] bias (single-token variant
+    only, where the flag *is* [MASK]) plus the user's `flag_bias`."""
+    return (mask_logit_bias if remask_id == mask_id else 0.0) + flag_bias
+
+def remask_id_for(remask_target: str, mask_id: int, wrong_id: int) -> int:
+    """The id the model outputs to flag a visible token as wrong."""
+    if remask_target not in REMASK_TARGETS:
+        raise ValueError(f"remask_target must be one of {', '.join(REMASK_TARGETS)}, "
+                         f"got '{remask_target}'")
+    return wrong_id if remask_target == "wrong" else mask_id

@@ -1,0 +1,1 @@
+"""The forward (noising) processes: pure functions of clean ids and an explicit generator."""

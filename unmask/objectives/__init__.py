@@ -1,0 +1,1 @@
+"""Objectives: what a clean batch becomes, which loss scores it, how it is validated."""

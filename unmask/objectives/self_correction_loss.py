@@ -1,0 +1,125 @@
+"""Self-correction losses (seeds 002/003): the task-weighted cross-entropy and the
+[MASK]-bias feedback controller of the single-token variant."""
+
+from __future__ import annotations
+
+import torch
+
+from unmask.config.schema import SelfCorrectionConfig
+from unmask.model.readout import remask_id_for
+from unmask.noise.corruption import Corruption
+
+# ---------------------------------------------------------------- loss
+
+
+def task_weighted_loss(logits: torch.Tensor, c: Corruption, mask_id: int, wrong_id: int,
+                       current_penalty: float, cfg: SelfCorrectionConfig,
+                       mask_logit_bias: float = 0.0, *, vocab_size: int | None = None
+                       ) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+    """Seed 002/003's task-weighted cross-entropy; returns (weighted sum, #positions, diag).
+
+    The softmax runs over the real tokens (ids < `vocab_size`, default `mask_id`: the tokenizer
+    appends specials after the text vocabulary) plus the remask id; other specials get no
+    mass. It is assembled from two logsumexps, so the (B, L, V) logits are never copied
+    (beyond a float upcast of low-precision logits). `mask_logit_bias` is added to the [MASK]
+    logit, which only matters in the single-token variant ([MASK] is no output otherwise).
+
+    Weights: unmask positions (input [MASK]) weight_unmask_task; remask positions (swapped
+    input, target remask id) weight_remask_task; a correct visible token whose argmax is the
+    remask id (a destructive edit) current_penalty * (1 - corruption_rate of its row), so a
+    row with many swaps forgives over-flagging less harshly; everything else 1.
+
+    `weight_swap_fill` > 0 adds, at swapped positions, that weight times the cross-entropy of
+    the original token over the real tokens alone (the remask output excluded): besides
+    flagging a swapped token the model learns what belongs there, which doubles the
+    fill-in-the-blank signal per row, and the flag is unaffected (that term ignores it).
+
+    diag: avg_mask_prob = mean probability of the remask output over unmask positions (the
+    controller's signal in the single-token variant), and the task counts.
+    """
+    V = mask_id if vocab_size is None else vocab_size
+    remask_id = remask_id_for(cfg.remask_target, mask_id, wrong_id)
+    bias = mask_logit_bias if remask_id == mask_id else 0.0
+    inputs, targets = c.inputs, c.targets
+    real = logits[..., :V].float()  # a view for fp32 logits
+    flag = logits[..., remask_id].float() + bias  # (B, L)
+    lse = torch.logaddexp(real.logsumexp(-1), flag)
+    is_flag_target = targets == remask_id
+    target_real = real.gather(-1, targets.clamp(0, V - 1)[..., None]).squeeze(-1)
+    nll = lse - torch.where(is_flag_target, flag, target_real)
+
+    with torch.no_grad():
+        visible = inputs != mask_id
+        unmask = ~visible & ~is_flag_target
+        remask = visible & is_flag_target
+        predicted_flag = flag > real.max(-1).values  # argmax over allowed ids; ties -> real
+        destructive = visible & (inputs == targets) & predicted_flag
+        penalty = current_penalty * (1.0 - c.corruption_rate.to(nll.device))[:, None]
+        weights = torch.ones_like(nll)
+        weights = torch.where(unmask, cfg.weight_unmask_task, weights)
+        weights = torch.where(remask, cfg.weight_remask_task, weights)
+        weights = torch.where(destructive, penalty.expand_as(weights), weights)
+        n_unmask = unmask.sum()
+        flag_prob = (flag - lse).exp()
+        diag = {
+            "avg_mask_prob": (flag_prob * unmask).sum() / n_unmask.clamp_min(1),
+            "n_unmask": n_unmask,
+            "n_remask": remask.sum(),
+            "n_destructive": destructive.sum(),
+            "n_flagged": (visible & predicted_flag).sum(),
+        }
+    total = (nll * weights).sum()
+    if cfg.weight_swap_fill > 0 and c.originals is not None:
+        original = real.gather(-1, c.originals[..., None]).squeeze(-1)
+        swap_nll = real.logsumexp(-1) - original
+        total = total + cfg.weight_swap_fill * (swap_nll * c.replaced_positions).sum()
+    return total, targets.numel(), diag
+
+
+# ---------------------------------------------------------------- bias controller
+
+
+class MaskBiasController:
+    """Integral controller that steers the [MASK] probability on unmask positions (seed 003).
+
+    running_avg <- ema * running_avg + (1 - ema) * observed
+    bias        <- bias + strength * (target - running_avg) * scale,   scale = 1
+
+    The error is in probability units (scale 1, as in the seed): too little [MASK] mass raises
+    the bias. Near p = 1/2 a unit of bias moves p by p(1 - p) = 1/4, so the linearised loop has
+    characteristic polynomial z^2 - (1 + ema - strength (1 - ema) / 4) z + ema, critically
+    damped at strength = 4 (1 - sqrt(ema)) / (1 + sqrt(ema)) ~= 0.01005 for ema = 0.99: the
+    seed's defaults settle as fast as possible without overshoot.
+    """
+
+    def __init__(self, initial_bias: float = 3.5, strength: float = 0.01, target: float = 0.5,
+                 ema: float = 0.99):
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {ema}")
+        self.bias = float(initial_bias)
+        self.running_avg = float(target)  # start at the set point: no kick on the first step
+        self.strength, self.target, self.ema = float(strength), float(target), float(ema)
+
+    @classmethod
+    def from_config(cls, cfg: SelfCorrectionConfig, ema: float = 0.99) -> "MaskBiasController":
+        return cls(cfg.initial_mask_logit_bias, cfg.bias_update_strength, cfg.target_mask_prob,
+                   ema)
+
+    def update(self, avg_mask_prob: float | torch.Tensor) -> float | torch.Tensor:
+        """Fold in one observation (once per optimizer step) and return the new bias.
+
+        A 0-dim tensor observation keeps the state on its device, so a training loop can
+        update every step without a host sync (the bias then is a tensor, added to the logits
+        as is); state_dict() converts to floats.
+        """
+        observed = avg_mask_prob if isinstance(avg_mask_prob, torch.Tensor) else float(avg_mask_prob)
+        self.running_avg = self.ema * self.running_avg + (1.0 - self.ema) * observed
+        self.bias = self.bias + self.strength * (self.target - self.running_avg)
+        return self.bias
+
+    def state_dict(self) -> dict[str, float]:
+        return {"bias": float(self.bias), "running_avg": float(self.running_avg)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.bias = float(state["bias"])
+        self.running_avg = float(state["running_avg"])

@@ -1,0 +1,1 @@
+"""Device, precision, randomness and process-rank plumbing shared by every stage."""

@@ -1,0 +1,1 @@
+"""Training: the loop, optimizer, metrics, checkpoint writing and transfer learning."""

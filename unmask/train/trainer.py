@@ -1,0 +1,178 @@
+"""The training loop: build the parts, then step / evaluate / log / checkpoint, top to bottom.
+
+Every stateful part (model, optimizer, loader, noise generator, global RNG, counters) goes into
+the checkpoint, so `--resume auto` continues the exact same run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from unmask.config.schema import RunConfig
+from unmask.data.dataset import Dataset
+from unmask.model import checkpoint as ckpt
+from unmask.model.transformer import Transformer, describe
+from unmask.objectives.registry import make_task
+from unmask.runtime.device import autocast, autocast_dtype, pick_device
+from unmask.runtime.rng import rng_state, seed_everything, set_rng_state
+from unmask.train.metrics import Counters, MetricsLog
+from unmask.train.optim import cosine_lr, make_optimizer
+from unmask.train.transfer import load_pretrained_weights, optimizer_summary
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, dataset: Dataset, out_dir: Path, resume: str | None = None,
+                 log=print):
+        self.cfg, self.dataset, self.out_dir, self.log = cfg, dataset, Path(out_dir), log
+        dataset.check_mode(cfg.model.mode)
+        dataset.check_block_size(cfg.model.block_size)
+        cfg.model.vocab_size = dataset.tokenizer.extended_vocab_size
+        if cfg.model.mode == "sequence_classifier" and not cfg.model.num_classes:
+            cfg.model.num_classes = int(dataset.meta["num_classes"])
+        if cfg.transfer.switch_to_binary:
+            cfg.model.binary_head = True
+        seed_everything(cfg.train.seed)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = pick_device(cfg.train.device)
+        self.amp = autocast_dtype(self.device, cfg.train.dtype)
+        self.model = Transformer(cfg.model).to(self.device)
+        if cfg.transfer.enabled:
+            load_pretrained_weights(self.model, cfg.transfer, log)
+        self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
+        if cfg.transfer.enabled:
+            log(optimizer_summary(self.model, self.optimizer))
+        self.task = make_task(cfg, dataset, self.device)
+        self.loader = self.task.make_loader(cfg.train.seed)
+        self.counters = Counters()
+        if resume:
+            self._resume(resume)
+        self.step_model = self._maybe_compile(self.model)
+
+    def _maybe_compile(self, model):
+        wanted = self.cfg.train.compile
+        if wanted == "true" or (wanted == "auto" and self.device.type == "cuda"):
+            return torch.compile(model)
+        return model
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"counters": self.counters.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "loader": self.loader.state_dict(), "task": self.task.state_dict(),
+                "rng": rng_state()}
+
+    def _resume(self, resume: str) -> None:
+        source = self.out_dir / "latest" if resume == "auto" else Path(resume)
+        if resume == "auto" and not (source / "model.safetensors").is_file():
+            self.log(f"no checkpoint in {self.out_dir}/latest; starting a new run")
+            return
+        loaded = ckpt.load_checkpoint(source)
+        if loaded["train_state"] is None:
+            raise ckpt.CheckpointError(f"{loaded['path']} has no training state to resume from")
+        ckpt.load_weights(self.model, loaded["weights"])
+        state = loaded["train_state"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loader.load_state_dict(state["loader"])
+        self.task.load_state_dict(state["task"])
+        set_rng_state(state["rng"])
+        self.counters.load_state_dict(state["counters"])
+        self.log(f"resumed from {loaded['path']} at step {self.counters.step}")
+
+    def save(self, name: str) -> Path:
+        return ckpt.save_checkpoint(
+            self.out_dir / name, self.model, self.cfg.to_dict(),
+            self.dataset.tokenizer.to_json(),
+            {**self.dataset.meta, "dataset_dir": str(self.dataset.path.resolve())},
+            self.state_dict())
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self) -> float:
+        """One optimizer step over `grad_accum` micro-batches; returns the window's loss.
+
+        All micro-batches are drawn first so the loss is normalised by the whole window's
+        count (torchtitan), not averaged per micro-batch.
+        """
+        batches = [self.task.make_batch(self.loader.next_batch(), self.counters.step)
+                   for _ in range(self.cfg.train.grad_accum)]
+        window_count = torch.stack([self.task.normaliser(b) for b in batches]).sum().clamp_min(1)
+        total = torch.zeros((), device=self.device)
+        for batch in batches:
+            with autocast(self.device, self.amp):
+                logits = self.step_model(batch.inputs)
+            loss = self.task.loss(logits, batch) / window_count
+            loss.backward()
+            total += loss.detach()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(total)
+
+    def evaluate(self) -> dict[str, float]:
+        return self.task.evaluate(self.model, self.amp)
+
+    def set_lr(self) -> float:
+        o = self.cfg.optim
+        lr = cosine_lr(self.counters.step, o.lr, o.min_lr, o.warmup_iters,
+                       o.lr_decay_iters or self.cfg.train.max_iters)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict[str, float]:
+        cfg, c = self.cfg.train, self.counters
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+        self.log(describe(self.model) + f" on {self.device}")
+        metrics = MetricsLog(self.out_dir, self.cfg)
+        bar = tqdm(total=cfg.max_iters, initial=c.step, disable=not cfg.progress, unit="it",
+                   dynamic_ncols=True)
+        last_eval: dict[str, float] = {}
+        tokens_per_step = cfg.grad_accum * cfg.batch_size * self.cfg.model.block_size
+        started, start_step = time.time(), c.step
+        try:
+            self.model.train()
+            while c.step < cfg.max_iters:
+                lr = self.set_lr()
+                loss = self.train_step()
+                c.step += 1
+                c.tokens_seen += tokens_per_step
+                bar.update(1)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at step {c.step}; lower optim.lr")
+                # Feedback controllers run every step; their values (possibly device tensors)
+                # are only converted when logged.
+                task_log = self.task.after_step(c.step, {"train_loss": loss, "lr": lr})
+
+                if c.step % cfg.log_interval == 0 or c.step == cfg.max_iters:
+                    elapsed = time.time() - started
+                    tok_s = (c.step - start_step) * tokens_per_step / max(elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
+                    metrics.write(c.step, train_loss=loss, lr=lr, tokens_per_sec=round(tok_s),
+                                  **{k: float(v) for k, v in task_log.items()})
+
+                if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
+                    last_eval = self.evaluate()
+                    improved = last_eval["val_loss"] < c.best_val
+                    c.best_val = min(c.best_val, last_eval["val_loss"])
+                    metrics.write(c.step, **{k if k.startswith("val") else f"val_{k}": v
+                                             for k, v in last_eval.items()})
+                    headline = {k: v for k, v in last_eval.items() if "stage_" not in k}
+                    bar.write(f"step {c.step}: " + ", ".join(
+                        f"{k} {v:.4f}" for k, v in headline.items()) + f", train loss {loss:.4f}")
+                    if cfg.save_checkpoints:
+                        self.save("latest")
+                        if improved:
+                            self.save("best")
+        finally:
+            bar.close()
+            metrics.close()
+        return {"step": c.step, "best_val_loss": c.best_val, **last_eval,
+                "train_seconds": round(time.time() - started, 1)}
