@@ -84,3 +84,30 @@ def test_language_model_train_and_sample(run_dir, capsys):
                  "--num-samples", "2"]) == 0
     samples = json.loads(capsys.readouterr().out)["samples"]
     assert all(s.startswith("KING") and len(s) == 44 and "[" not in s for s in samples)
+
+
+def test_only_the_projects_own_errors_are_user_errors(capsys):
+    from unmask.cli.errors import run_reporting_errors
+    from unmask.errors import UserError
+
+    def user_mistake():
+        raise UserError("model.n_layer must be positive; set it to 1 or more")
+
+    def internal_bug():
+        raise ValueError("shapes do not match")  # a bug: must keep its traceback
+
+    assert run_reporting_errors("unmask x", user_mistake) == 2
+    assert capsys.readouterr().err.strip() == (
+        "unmask x: error: model.n_layer must be positive; set it to 1 or more")
+    with pytest.raises(ValueError, match="shapes do not match"):
+        run_reporting_errors("unmask x", internal_bug)
+
+
+def test_debug_flag_shows_the_traceback_of_a_user_error(tmp_path, monkeypatch):
+    from unmask.cli import main
+    from unmask.errors import UserError
+
+    monkeypatch.setenv("UNMASK_DEBUG", "")  # restored (unset) after the test
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    with pytest.raises(UserError, match="no such checkpoint"):
+        main(["--debug", "eval", str(tmp_path / "missing")])

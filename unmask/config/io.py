@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from unmask.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A user mistake in a config file, preset name or override."""
 
 

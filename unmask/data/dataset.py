@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from unmask.data.prepare import prepare
+from unmask.errors import UserError
 from unmask.text.tokenizers.char import CharTokenizer
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """The dataset directory is missing or does not fit the run."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unmask.errors import UserError
 from unmask.text.reader import load_text
 from unmask.text.tokenizers.char import CharTokenizer
 
@@ -69,11 +70,11 @@ def prepare(source: str, out_dir: str | Path, block_size: int = DEFAULT_BLOCK_SI
             return out
     tokenizer = CharTokenizer.from_text(text)
     if tokenizer.extended_vocab_size > np.iinfo(np.uint16).max:
-        raise ValueError(f"{source}: {tokenizer.vocab_size} distinct characters do not fit uint16")
+        raise UserError(f"{source}: {tokenizer.vocab_size} distinct characters do not fit uint16")
     ids = np.array(tokenizer.encode(text), dtype=np.uint16)
     n_train = int(len(ids) * TRAIN_FRACTION)
     if len(ids) - n_train < 2:
-        raise ValueError(f"{source}: too short to hold out a validation split")
+        raise UserError(f"{source}: too short to hold out a validation split")
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "train.bin", ids[:n_train].tobytes())
     _write_atomic(out / "val.bin", ids[n_train:].tobytes())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from unmask.errors import UserError
 from unmask.eval.repair_metrics import char_error_rate, detection_scores
 from unmask.noise.corruption import corrupt_text_ids
 from unmask.sampling.remask import detect_wrong, repair
@@ -36,7 +37,7 @@ REPAIR_STEPS = 16
 def repair_passages(tokens: torch.Tensor, length: int, n: int = REPAIR_PASSAGES) -> torch.Tensor:
     """(n, length) windows at evenly spaced offsets over `tokens` (fewer if it is short)."""
     if len(tokens) < length:
-        raise ValueError(f"the validation split ({len(tokens)} tokens) is shorter than one "
+        raise UserError(f"the validation split ({len(tokens)} tokens) is shorter than one "
                          f"passage ({length})")
     n = max(1, min(n, len(tokens) // length))
     starts = torch.linspace(0, len(tokens) - length, n).round().long()
@@ -101,14 +102,14 @@ def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
     )
 
     if not 0.0 < rate < 1.0:
-        raise ValueError(f"--repair expects a corruption rate in (0, 1), got {rate}")
+        raise UserError(f"--repair expects a corruption rate in (0, 1), got {rate}")
     if not change_margin >= 1.0:
-        raise ValueError(f"--change-margin must be >= 1 (1 = plain argmax), got {change_margin}")
+        raise UserError(f"--change-margin must be >= 1 (1 = plain argmax), got {change_margin}")
     pre = load_pretrained(path, device)
     require_self_correction(pre.config, pre.path, "--repair")
     dataset_dir = data or pre.meta.get("dataset_dir")
     if not dataset_dir:
-        raise ValueError("this checkpoint does not record its dataset; pass --data DIR")
+        raise UserError("this checkpoint does not record its dataset; pass --data DIR")
     tok = pre.tokenizer
     clean = repair_passages(Dataset.load(dataset_dir).val, pre.config.model.block_size,
                             n_passages)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from unmask.errors import UserError
 from unmask.eval.likelihood import build_eval_set, score_eval_set
 from unmask.eval.words import vocabulary_of, word_validity
 
@@ -29,7 +30,7 @@ def evaluate_checkpoint(path: str, data: str | None = None, device: str = "auto"
     pre = load_pretrained(path, device)
     dataset_dir = data or pre.meta.get("dataset_dir")
     if not dataset_dir:
-        raise ValueError("this checkpoint does not record its dataset; pass --data DIR")
+        raise UserError("this checkpoint does not record its dataset; pass --data DIR")
     dataset = Dataset.load(dataset_dir)
     tok, block = pre.tokenizer, pre.config.model.block_size
     windows = contiguous_windows(dataset.val, block, max_windows)

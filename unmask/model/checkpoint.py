@@ -19,12 +19,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from unmask.errors import UserError
+
 FORMAT_VERSION = 1
 
 FILES = ("model.safetensors", "config.json", "tokenizer.json", "meta.json")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """The checkpoint is missing, truncated or from an unknown format."""
 
 

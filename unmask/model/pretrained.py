@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unmask.config.schema import RunConfig
+from unmask.errors import UserError
 from unmask.model.checkpoint import (
     find_checkpoint,
     join_tensors,
@@ -66,6 +67,6 @@ def checkpoint_mask_logit_bias(path: str | Path, config: RunConfig) -> float:
 def require_self_correction(config: RunConfig, path: str, what: str) -> None:
     """A clear error when a checkpoint was not trained to flag wrong tokens."""
     if config.train.objective != "self_correction":
-        raise ValueError(f"{what} needs a checkpoint trained with train.objective="
+        raise UserError(f"{what} needs a checkpoint trained with train.objective="
                          f"self_correction; {path} was trained with "
                          f"'{config.train.objective}'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from unmask.config.schema import REMASK_TARGETS
+from unmask.errors import UserError
 
 
 def flag_from_logits(logits: torch.Tensor, vocab_size: int, remask_id: int,
@@ -23,6 +24,6 @@ def flag_logit_bias(remask_id: int, mask_id: int, mask_logit_bias: float,
 def remask_id_for(remask_target: str, mask_id: int, wrong_id: int) -> int:
     """The id the model outputs to flag a visible token as wrong."""
     if remask_target not in REMASK_TARGETS:
-        raise ValueError(f"remask_target must be one of {', '.join(REMASK_TARGETS)}, "
+        raise UserError(f"remask_target must be one of {', '.join(REMASK_TARGETS)}, "
                          f"got '{remask_target}'")
     return wrong_id if remask_target == "wrong" else mask_id

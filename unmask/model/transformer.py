@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unmask.config.schema import ModelConfig
+from unmask.errors import UserError
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,7 +125,7 @@ class Transformer(nn.Module):
         self.head.weight = self.embed.weight  # tied embeddings
         if cfg.mode == "sequence_classifier":
             if cfg.num_classes < 2:
-                raise ValueError("a sequence_classifier needs model.num_classes >= 2")
+                raise UserError("a sequence_classifier needs model.num_classes >= 2")
             pooled_width = cfg.n_embd * (cfg.n_layer + 1 if cfg.pooling == "layers" else 1)
             # Mean-pooled states share a large common offset and differ by small amounts; the
             # parameter-free BatchNorm (as in MAE's linear probe) centres and scales them so a
@@ -161,7 +162,7 @@ class Transformer(nn.Module):
         positions of the embeddings and of every block's output but the last."""
         T, start = tokens.size(1), cache.length if cache is not None else 0
         if start + T > self.cfg.block_size:
-            raise ValueError(f"sequence length {start + T} exceeds model.block_size "
+            raise UserError(f"sequence length {start + T} exceeds model.block_size "
                              f"{self.cfg.block_size}")
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.drop(self.embed(tokens))  # (B, T, C)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from unmask.config.schema import SelfCorrectionConfig
+from unmask.errors import UserError
 from unmask.model.readout import remask_id_for
 
 
@@ -114,7 +115,7 @@ def corrupt_text_ids(ids: torch.Tensor, rate: float, vocab_size: int,
     Returns (corrupted, replaced) with `replaced` a bool (N, L) mask; the text keeps its length.
     """
     if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"corruption rate must be in [0, 1], got {rate}")
+        raise UserError(f"corruption rate must be in [0, 1], got {rate}")
     N, L = ids.shape
     n = torch.full((N,), round(rate * L), dtype=torch.long, device=ids.device)
     noise = torch.rand(N, L, generator=generator, device=generator.device).to(ids.device)

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from unmask.errors import UserError
+
 # Keys each stage type must carry, besides "type".
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "sticky": ("target_masked_ratio", "p1_probability", "p2_probability", "val_loss_stale_count"),
@@ -27,47 +29,47 @@ def _is_number(value) -> bool:
 
 
 def validate_stages(stages: list[dict]) -> list[dict]:
-    """Check a stage list; raise ValueError naming the stage index and the offending key.
+    """Check a stage list; raise UserError naming the stage index and the offending key.
 
     Unknown keys are rejected too, so a typo ("p1_probabilty") fails loudly instead of being
     silently ignored. Returns shallow copies of the stages.
     """
     if not stages:
-        raise ValueError("at least one stage is required")
+        raise UserError("at least one stage is required")
     assert set(STAGE_KEYS) == set(MASKING_STRATEGIES), "stage keys and strategies out of sync"
     checked = []
     for i, stage in enumerate(stages):
         if not isinstance(stage, dict):
-            raise ValueError(f"stage {i}: expected a dict, got {type(stage).__name__}")
+            raise UserError(f"stage {i}: expected a dict, got {type(stage).__name__}")
         kind = stage.get("type")
         if kind not in STAGE_KEYS:
-            raise ValueError(f"stage {i}: key 'type' is {kind!r}; "
+            raise UserError(f"stage {i}: key 'type' is {kind!r}; "
                              f"valid types: {sorted(STAGE_KEYS)}")
         required = STAGE_KEYS[kind]
         for key in required:
             if key not in stage:
-                raise ValueError(f"stage {i} ({kind}): missing key {key!r}")
+                raise UserError(f"stage {i} ({kind}): missing key {key!r}")
         for key in stage:
             if key != "type" and key not in required:
-                raise ValueError(f"stage {i} ({kind}): unknown key {key!r}; "
+                raise UserError(f"stage {i} ({kind}): unknown key {key!r}; "
                                  f"expected {list(required)}")
         for key in required:
             value = stage[key]
             if key == "val_loss_stale_count":
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError(f"stage {i} ({kind}): key {key!r} must be a positive int, "
+                    raise UserError(f"stage {i} ({kind}): key {key!r} must be a positive int, "
                                      f"got {value!r}")
             elif key in _RATIOS:
                 if not _is_number(value) or not 0.0 < value <= 1.0:
-                    raise ValueError(f"stage {i} ({kind}): key {key!r} must be in (0, 1], "
+                    raise UserError(f"stage {i} ({kind}): key {key!r} must be in (0, 1], "
                                      f"got {value!r}")
             elif key in _PROBABILITIES:
                 if not _is_number(value) or not 0.0 <= value <= 1.0:
-                    raise ValueError(f"stage {i} ({kind}): key {key!r} must be in [0, 1], "
+                    raise UserError(f"stage {i} ({kind}): key {key!r} must be in [0, 1], "
                                      f"got {value!r}")
         if kind == "sticky" and stage["p1_probability"] == 0:
             # Only p1 can start a masked region, so p1 = 0 would never reach the target.
-            raise ValueError(f"stage {i} (sticky): key 'p1_probability' must be > 0")
+            raise UserError(f"stage {i} (sticky): key 'p1_probability' must be > 0")
         checked.append(dict(stage))
     return checked
 
@@ -114,13 +116,13 @@ def sticky_mask(shape: tuple[int, int], target_masked_ratio: float, p1_probabili
     """
     batch, length = shape
     if not 0.0 <= target_masked_ratio <= 1.0:
-        raise ValueError(f"target_masked_ratio must be in [0, 1], got {target_masked_ratio}")
+        raise UserError(f"target_masked_ratio must be in [0, 1], got {target_masked_ratio}")
     for name, p in (("p1_probability", p1_probability), ("p2_probability", p2_probability)):
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {p}")
+            raise UserError(f"{name} must be in [0, 1], got {p}")
     if target_masked_ratio > 0 and p1_probability == 0:
         # With nothing masked yet only p1 can start a region: p1 = 0 would never mask anything.
-        raise ValueError("p1_probability must be > 0 when target_masked_ratio > 0")
+        raise UserError("p1_probability must be > 0 when target_masked_ratio > 0")
     gdev = generator.device
     # The small epsilon keeps float noise (0.3 * 10 = 3.0000000000000004) from adding a token.
     target = min(length, math.ceil(target_masked_ratio * length - 1e-9))
@@ -149,7 +151,7 @@ def random_ratio_mask(shape: tuple[int, int], max_masked_ratio: float, generator
     Spreading the ratio over the batch trains every difficulty up to the stage's maximum at once.
     """
     if not 0.0 <= max_masked_ratio <= 1.0:
-        raise ValueError(f"max_masked_ratio must be in [0, 1], got {max_masked_ratio}")
+        raise UserError(f"max_masked_ratio must be in [0, 1], got {max_masked_ratio}")
     batch, length = shape
     gdev = generator.device
     ratio = torch.rand(batch, generator=generator, device=gdev) * max_masked_ratio
@@ -189,7 +191,7 @@ MASKING_STRATEGIES = {"sticky": _sticky_stage, "random": _random_stage}
 def _stage_mask(shape, stage: dict, generator: torch.Generator, device) -> torch.Tensor:
     kind = stage.get("type")
     if kind not in MASKING_STRATEGIES:
-        raise ValueError(f"unknown masking stage type {kind!r}; valid types: "
+        raise UserError(f"unknown masking stage type {kind!r}; valid types: "
                          f"{sorted(MASKING_STRATEGIES)}")
     return MASKING_STRATEGIES[kind](shape, stage, generator, device)
 

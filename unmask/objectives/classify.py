@@ -7,6 +7,7 @@ import torch
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.data.windows import PassageLoader
+from unmask.errors import UserError
 from unmask.objectives.base import Batch, Task
 from unmask.runtime.device import autocast
 
@@ -19,7 +20,7 @@ class SequenceClassificationTask(Task):
         from unmask.data.authors import load_passages
 
         if not (dataset.path / "passages.safetensors").is_file():
-            raise ValueError(f"{dataset.path} has no labelled passages; prepare a classification "
+            raise UserError(f"{dataset.path} has no labelled passages; prepare a classification "
                              "dataset, e.g. `unmask prepare authors --out data/authors`")
         self.passages = load_passages(dataset.path)
         self.cls_id = self.tokenizer.special_tokens["cls_token_id"]

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.data.staged.dataset import StagedData
+from unmask.errors import UserError
 from unmask.noise.stages import bert_corruption, describe_stage
 from unmask.objectives.base import Batch, Task
 from unmask.objectives.losses import entropy_penalty_at, masked_token_loss, token_nll
@@ -80,7 +81,7 @@ def stages_for_training(stages: list[dict], current: int, use_all_stages: bool) 
 def check_block_size(name: str, required: int, got: int) -> None:
     """Seed 000's constraint: a curriculum dataset serves windows of exactly one length."""
     if required != got:
-        raise ValueError(f"Block size mismatch: dataset '{name}' requires block_size={required}, "
+        raise UserError(f"Block size mismatch: dataset '{name}' requires block_size={required}, "
                          f"got {got}")
 
 
@@ -92,7 +93,7 @@ class CurriculumTask(Task):
         self.data = StagedData.open(dataset.path, dataset.meta, dataset.train)
         check_block_size(self.data.name, self.data.block_size, cfg.model.block_size)
         if cfg.model.mode != "token_classifier" or cfg.model.binary_head:
-            raise ValueError("the unmasking objective trains a token_classifier with a vocabulary "
+            raise UserError("the unmasking objective trains a token_classifier with a vocabulary "
                              f"head; got model.mode={cfg.model.mode}"
                              + (" with a binary head" if cfg.model.binary_head else ""))
         self.stages = self.data.unmasking_stages

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from unmask.errors import UserError
 from unmask.noise.schedules import LinearSchedule
 
 
@@ -57,9 +58,9 @@ def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch
     Returns (sum, count) with count = |M|, so sum / count is the mean per masked token.
     """
     if not 0.0 <= uncertainty_factor <= 1.0:
-        raise ValueError(f"uncertainty_factor must be in [0, 1], got {uncertainty_factor}")
+        raise UserError(f"uncertainty_factor must be in [0, 1], got {uncertainty_factor}")
     if entropy_penalty < 0:
-        raise ValueError(f"entropy_penalty must be >= 0, got {entropy_penalty}")
+        raise UserError(f"entropy_penalty must be >= 0, got {entropy_penalty}")
     real = logits[..., :vocab_size].float()  # (B, L, V)
     ce = F.cross_entropy(real.flatten(0, 1), targets.flatten(), reduction="none",
                          label_smoothing=uncertainty_factor).view_as(targets)  # (B, L)

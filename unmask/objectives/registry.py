@@ -8,6 +8,7 @@ import torch
 
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
+from unmask.errors import UserError
 from unmask.objectives.base import Task
 from unmask.objectives.causal_lm import CausalLMTask
 from unmask.objectives.classify import SequenceClassificationTask
@@ -36,5 +37,5 @@ def make_task(cfg: RunConfig, dataset: Dataset, device: torch.device) -> Task:
         if name == "mdlm" and "curriculum" in dataset.meta:
             name = "unmasking"  # a dataset with curriculum stages trains through them
     if name not in TASKS:
-        raise ValueError(f"unknown train.objective '{name}'; choose one of {', '.join(TASKS)}")
+        raise UserError(f"unknown train.objective '{name}'; choose one of {', '.join(TASKS)}")
     return TASKS[name](cfg, dataset, device)

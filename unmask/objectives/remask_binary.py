@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
+from unmask.errors import UserError
 from unmask.eval.repair_metrics import detection_scores
 from unmask.noise.corruption import binary_corruption
 from unmask.objectives.base import Batch, Task, _val_windows
@@ -26,7 +27,7 @@ class RemaskBinaryTask(Task):
     def __init__(self, cfg: RunConfig, dataset: Dataset, device: torch.device):
         super().__init__(cfg, dataset, device)
         if cfg.model.mode != "token_classifier":
-            raise ValueError("train.objective=remask_binary needs model.mode=token_classifier")
+            raise UserError("train.objective=remask_binary needs model.mode=token_classifier")
         self.sc = cfg.self_correction
         tok = self.tokenizer
         self.V, self.mask_id = tok.vocab_size, tok.mask_id

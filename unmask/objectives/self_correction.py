@@ -24,6 +24,7 @@ import torch
 
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
+from unmask.errors import UserError
 from unmask.eval.repair_metrics import detection_scores
 from unmask.model.readout import flag_from_logits, remask_id_for
 from unmask.noise.corruption import Corruption, corrupt, get_corruption_scheduler
@@ -57,7 +58,7 @@ class SelfCorrectionTask(Task):
     def __init__(self, cfg: RunConfig, dataset: Dataset, device: torch.device):
         super().__init__(cfg, dataset, device)
         if cfg.model.binary_head or cfg.model.mode != "token_classifier":
-            raise ValueError("train.objective=self_correction needs a token_classifier with the "
+            raise UserError("train.objective=self_correction needs a token_classifier with the "
                              "vocabulary head; for a good/wrong head use "
                              "train.objective=remask_binary")
         self.sc = cfg.self_correction

@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from unmask.errors import UserError
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """cuda > mps > cpu when `auto`; an explicit name that is unavailable is an error."""
@@ -16,9 +18,9 @@ def pick_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
+        raise UserError("train.device=cuda but no CUDA GPU is visible; use train.device=auto")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("train.device=mps but MPS is not available; use train.device=auto")
+        raise UserError("train.device=mps but MPS is not available; use train.device=auto")
     return torch.device(name)
 
 

@@ -7,6 +7,8 @@ from typing import Iterator
 
 import torch
 
+from unmask.errors import UserError
+
 
 @dataclass
 class StepState:
@@ -52,5 +54,5 @@ def final_state(stream: Iterator[StepState]) -> StepState:
     for final in stream:
         pass
     if final is None:  # nothing to generate (length 0)
-        raise ValueError("nothing to generate: --length must be positive")
+        raise UserError("nothing to generate: --length must be positive")
     return final

@@ -6,6 +6,7 @@ from typing import Iterator
 
 import torch
 
+from unmask.errors import UserError
 from unmask.model.transformer import KVCache, Transformer
 from unmask.sampling.base import StepState, sample_tokens
 
@@ -31,7 +32,7 @@ def generate_causal(model: Transformer, *, vocab_size: int, mask_id: int, length
     """Left-to-right sampling from a causal model, one token per step, streamed like
     `generate` (positions not yet generated read [MASK])."""
     if not prompt_ids:
-        raise ValueError("a causal model needs a prompt of at least one token (e.g. --prompt '\\n')")
+        raise UserError("a causal model needs a prompt of at least one token (e.g. --prompt '\\n')")
     device = next(model.parameters()).device
     generator = generator or torch.Generator().manual_seed(0)
     model.eval()

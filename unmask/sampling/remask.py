@@ -14,6 +14,7 @@ from typing import Iterator
 
 import torch
 
+from unmask.errors import UserError
 from unmask.model.readout import flag_from_logits, flag_logit_bias, remask_id_for
 from unmask.model.transformer import Transformer
 from unmask.sampling.base import StepState, sample_tokens
@@ -73,7 +74,7 @@ def remask_generate(model: Transformer, *, vocab_size: int, mask_id: int, wrong_
     mask, so the output never holds a special token.
     """
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise UserError(f"max_steps must be >= 1, got {max_steps}")
     remask_id = remask_id_for(remask_target, mask_id, wrong_id)
     bias = flag_logit_bias(remask_id, mask_id, mask_logit_bias, flag_bias)
     x = tokens.clone()
@@ -139,9 +140,9 @@ def remask_sample(model: Transformer, *, vocab_size: int, mask_id: int, wrong_id
     """Generate from all-[MASK] after a fixed prompt with the remasking sampler; (B, P + L)."""
     prompt = list(prompt_ids or [])
     if length <= 0:
-        raise ValueError("nothing to generate: --length must be positive")
+        raise UserError("nothing to generate: --length must be positive")
     if len(prompt) + length > model.cfg.block_size:
-        raise ValueError(f"prompt ({len(prompt)}) + length ({length}) exceeds the model's "
+        raise UserError(f"prompt ({len(prompt)}) + length ({length}) exceeds the model's "
                          f"context {model.cfg.block_size}; ask for a shorter --length")
     device = next(model.parameters()).device
     x = torch.full((num_samples, len(prompt) + length), mask_id, dtype=torch.long,

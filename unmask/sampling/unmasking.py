@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from unmask.errors import UserError
 from unmask.model.transformer import Transformer
 from unmask.sampling.base import StepState, final_state, sample_tokens
 
@@ -59,11 +60,11 @@ def generate(model: Transformer, *, vocab_size: int, mask_id: int, length: int,
     block the policy chooses the order.
     """
     if policy not in POLICIES:
-        raise ValueError(f"unknown sampling policy '{policy}'; choose one of {', '.join(POLICIES)}")
+        raise UserError(f"unknown sampling policy '{policy}'; choose one of {', '.join(POLICIES)}")
     prompt = list(prompt_ids or [])
     total = len(prompt) + length
     if total > model.cfg.block_size:
-        raise ValueError(
+        raise UserError(
             f"prompt ({len(prompt)}) + length ({length}) exceeds the model's context "
             f"{model.cfg.block_size}; ask for a shorter --length"
         )

@@ -6,6 +6,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from unmask.errors import UserError
+
 CORPORA = ("tinyshakespeare", "frankenstein", "pride_and_prejudice")
 
 MIN_CHARS = 1000  # below this no useful train/val split exists
@@ -15,7 +17,7 @@ _START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.MUL
 _END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$", re.MULTILINE)
 
 
-class TextError(ValueError):
+class TextError(UserError):
     """The text cannot be used as a corpus; the message says why and what to do."""
 
 

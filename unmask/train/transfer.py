@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from unmask.config.schema import TransferConfig
+from unmask.errors import UserError
 from unmask.model.checkpoint import CheckpointError, load_checkpoint
 from unmask.model.transformer import BACKBONE_PREFIXES, Transformer
 
@@ -24,10 +25,10 @@ def load_pretrained_weights(model: Transformer, cfg: TransferConfig, log=print) 
     mismatched = [f"{f} (pretrained {theirs[f]}, this run {getattr(model.cfg, f)})"
                   for f in ARCHITECTURE_FIELDS if theirs[f] != getattr(model.cfg, f)]
     if mismatched:
-        raise ValueError("architecture mismatch with the pretrained checkpoint: "
+        raise UserError("architecture mismatch with the pretrained checkpoint: "
                          + "; ".join(mismatched) + "; set the same values in this run's config")
     if theirs["vocab_size"] != model.cfg.vocab_size:
-        raise ValueError(f"vocabulary mismatch: pretrained {theirs['vocab_size']} tokens, this "
+        raise UserError(f"vocabulary mismatch: pretrained {theirs['vocab_size']} tokens, this "
                          f"dataset {model.cfg.vocab_size}; prepare both with the same tokenizer")
     log("*** TRANSFER LEARNING MODE ***")
     log(f"Loading pretrained weights from: {loaded['path']}")
@@ -48,7 +49,7 @@ def load_pretrained_weights(model: Transformer, cfg: TransferConfig, log=print) 
             p.requires_grad_(False)
         log("✓ Backbone frozen for feature extraction")
     if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError("feature extraction left nothing to train: a tied vocabulary head is "
+        raise UserError("feature extraction left nothing to train: a tied vocabulary head is "
                          "part of the backbone; use transfer.switch_to_binary=true or a "
                          "sequence_classifier")
 

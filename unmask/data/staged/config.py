@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unmask.config.io import read_config_file
+from unmask.errors import UserError
 from unmask.noise.stages import stage_mask, validate_stages
 from unmask.runtime.rng import seeded_generator
 
@@ -24,7 +25,7 @@ CACHE_DIR, VALIDATION_DIR, PREPARED_DIR = "cached_data", "validation", "prepared
 _TRAIN_DRAWS, _TRAIN_MASK, _VAL_WINDOWS, _VAL_MASK = 0, 1, 2, 3
 
 
-class StagedDataError(ValueError):
+class StagedDataError(UserError):
     """The curriculum dataset is missing, stale or does not fit the run."""
 
 
@@ -81,14 +82,14 @@ class StagedConfig:
                      "batch_cache_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name.upper()} must be a positive int, got {value!r}")
+                raise UserError(f"{name.upper()} must be a positive int, got {value!r}")
         for name in ("prepared_training_samples", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name.upper()} must be an int >= 0, got {value!r}")
+                raise UserError(f"{name.upper()} must be an int >= 0, got {value!r}")
         for name in ("use_paragraph_boundaries", "use_all_stages_for_training"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name.upper()} must be True or False")
+                raise UserError(f"{name.upper()} must be True or False")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from unmask.errors import UserError
+
 SPECIAL_TOKENS = (
     ("mask_token_id", "[MASK]"),
     ("wrong_token_id", "[WRONG]"),
@@ -58,7 +60,7 @@ class CharTokenizer:
         stoi = self.stoi
         unknown = sorted(set(text) - stoi.keys())
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"characters not in the tokenizer's vocabulary: {''.join(unknown)!r}; "
                 "use only characters that occur in the training text"
             )
@@ -80,7 +82,7 @@ class CharTokenizer:
     @classmethod
     def from_json(cls, data: dict) -> "CharTokenizer":
         if data.get("type") != "char" or not isinstance(data.get("chars"), list):
-            raise ValueError("tokenizer.json is not a character tokenizer written by unmask")
+            raise UserError("tokenizer.json is not a character tokenizer written by unmask")
         return cls(tuple(data["chars"]))
 
     def save(self, path: Path) -> None:

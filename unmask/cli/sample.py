@@ -1,56 +1,40 @@
-"""`unmask` command line: each subcommand is a plain function over the library."""
+"""`unmask sample`: generate text from a checkpoint."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from unmask.cli.errors import parse_overrides
-from unmask.config.presets import resolve_config
+from unmask.cli.errors import reject_extra
+from unmask.errors import UserError
 
-
-def cmd_prepare(args) -> int:
-    from unmask.data.dataset import Dataset
-    from unmask.data.prepare import prepare
-
-    if args.source == "authors":
-        from unmask.data.authors import prepare_authors
-        out = prepare_authors(args.out)
-    else:
-        out = prepare(args.source, args.out, block_size=args.block_size)
-    meta = Dataset.load(out).meta
-    print(f"prepared {meta['name']} in {out}: {meta['train_tokens']:,} train / "
-          f"{meta['val_tokens']:,} val tokens, vocabulary {meta['vocab_size']} "
-          f"(+{meta['extended_vocab_size'] - meta['vocab_size']} special)")
-    return 0
+NAME = "sample"
 
 
-def cmd_train(args, extra: list[str]) -> int:
-    from unmask.data.dataset import resolve_dataset
-    from unmask.train.trainer import Trainer
+def add_parser(sub) -> None:
+    p = sub.add_parser(NAME, help="generate text by iterative unmasking")
+    p.add_argument("checkpoint", help="checkpoint dir or run dir (best, else latest)")
+    p.add_argument("--policy", help="unmasking order: confidence or random; remask (a "
+                                    "self_correction checkpoint): also re-mask tokens it flags")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--length", type=int, help="characters to generate after the prompt")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--block-length", type=int, help="fill left to right in blocks of this size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt", default="", help="fixed prefix")
+    p.add_argument("--num-samples", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
 
-    overrides = parse_overrides(extra)
-    if args.data:
-        overrides["data"] = args.data
-    from unmask.cli.seed_run import train_seed_config
-    from unmask.config.seed_names import is_seed_config
-    if args.config and is_seed_config(args.config):
-        result = train_seed_config([args.config], overrides, out=args.out, resume=args.resume)
-        print(json.dumps(result))
-        return 0
-    cfg = resolve_config(args.config, overrides)
-    out = Path(args.out or f"out/{Path(args.config or 'cpu-demo').stem}")
-    dataset = resolve_dataset(cfg.data)
-    result = Trainer(cfg, dataset, out, resume=args.resume).run()
-    print(json.dumps(result))
-    return 0
 
 
 def _texts(pre, tokens, prompt_len: int) -> list[str]:
     return [pre.tokenizer.decode(row[prompt_len:].tolist()) for row in tokens]
 
 
-def cmd_sample(args) -> int:
+def run(args, extra: list[str]) -> int:
+    reject_extra(extra)
     import torch
 
     from unmask.model.pretrained import load_pretrained
@@ -61,7 +45,7 @@ def cmd_sample(args) -> int:
     pre = load_pretrained(args.checkpoint, args.device)
     s, mode = pre.config.sample, pre.config.model.mode
     if mode == "sequence_classifier":
-        raise ValueError(f"{pre.path} is a sequence classifier; it classifies, it does not sample")
+        raise UserError(f"{pre.path} is a sequence classifier; it classifies, it does not sample")
     common = dict(
         vocab_size=pre.tokenizer.vocab_size, mask_id=pre.tokenizer.mask_id,
         num_samples=args.num_samples or s.num_samples,
@@ -79,7 +63,7 @@ def cmd_sample(args) -> int:
 
         require_self_correction(pre.config, pre.path, "--policy remask")
         if args.block_length:
-            raise ValueError("--policy remask fills the whole span; drop --block-length")
+            raise UserError("--policy remask fills the whole span; drop --block-length")
         prompt = args.prompt
         prompt_ids = pre.tokenizer.encode(prompt) if prompt else []
         length = args.length or min(s.length, pre.config.model.block_size - len(prompt_ids))
@@ -108,22 +92,4 @@ def cmd_sample(args) -> int:
     else:
         for i, text in enumerate(texts):
             print(f"--- sample {i + 1} ---\n{text}")
-    return 0
-
-
-def cmd_eval(args) -> int:
-    if args.repair is not None:
-        from unmask.eval.repair import evaluate_repair
-        result = evaluate_repair(args.checkpoint, args.repair, data=args.data,
-                                 device=args.device, n_passages=args.passages,
-                                 change_margin=args.change_margin, flag_bias=args.flag_bias)
-    else:
-        from unmask.eval.report import evaluate_checkpoint
-        result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device,
-                                     n_samples=args.samples, max_windows=args.max_windows)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>24}: {value}")
     return 0

@@ -1,0 +1,52 @@
+"""`unmask eval`: evaluate a checkpoint: likelihood and sample metrics, or repair scores."""
+
+from __future__ import annotations
+
+import json
+
+from unmask.cli.errors import reject_extra
+
+NAME = "eval"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(NAME, help="ELBO, masked accuracy and word validity of a checkpoint "
+                                     "(with --repair: detection and repair of corrupted text)")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", help="dataset dir (default: the one the model was trained on)")
+    p.add_argument("--samples", type=int, default=8, help="samples scored for word validity")
+    p.add_argument("--max-windows", type=int, default=None,
+                   help="score only the first N validation windows (default: the whole split)")
+    p.add_argument("--repair", type=float, metavar="RATE",
+                   help="instead: replace this fraction of characters of fixed validation "
+                        "passages, report detection precision/recall/F1 and the character "
+                        "error rate before/after the remasking sampler repairs them "
+                        "(self_correction checkpoints)")
+    p.add_argument("--passages", type=int, default=64,
+                   help="--repair: validation passages (windows of the model's context)")
+    p.add_argument("--change-margin", type=float, default=1.0,
+                   help="--repair: replace a flagged character only by a refill this many "
+                        "times as probable (1 = plain argmax)")
+    p.add_argument("--flag-bias", type=float, default=0.0,
+                   help="--repair: added to the flag logit (> 0 flags more, < 0 fewer)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args, extra: list[str]) -> int:
+    reject_extra(extra)
+    if args.repair is not None:
+        from unmask.eval.repair import evaluate_repair
+        result = evaluate_repair(args.checkpoint, args.repair, data=args.data,
+                                 device=args.device, n_passages=args.passages,
+                                 change_margin=args.change_margin, flag_bias=args.flag_bias)
+    else:
+        from unmask.eval.report import evaluate_checkpoint
+        result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device,
+                                     n_samples=args.samples, max_windows=args.max_windows)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+    return 0

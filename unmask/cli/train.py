@@ -1,0 +1,42 @@
+"""`unmask train`: train a model from a preset, a config file or a seed-style flat config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from unmask.cli.errors import parse_overrides
+from unmask.config.presets import resolve_config
+
+NAME = "train"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(NAME, help="train a model (extra --section.key=value overrides allowed)")
+    p.add_argument("config", nargs="?", help="preset (cpu-demo, shakespeare-char, debug) or "
+                                             "config file (.json / .py)")
+    p.add_argument("--data", help="prepared dataset dir, corpus name or text file")
+    p.add_argument("--out", help="run directory (default out/<preset>)")
+    p.add_argument("--resume", help="'auto' (continue RUN/latest if present) or a checkpoint dir")
+
+
+
+def run(args, extra: list[str]) -> int:
+    from unmask.data.dataset import resolve_dataset
+    from unmask.train.trainer import Trainer
+
+    overrides = parse_overrides(extra)
+    if args.data:
+        overrides["data"] = args.data
+    from unmask.cli.seed_run import train_seed_config
+    from unmask.config.seed_names import is_seed_config
+    if args.config and is_seed_config(args.config):
+        result = train_seed_config([args.config], overrides, out=args.out, resume=args.resume)
+        print(json.dumps(result))
+        return 0
+    cfg = resolve_config(args.config, overrides)
+    out = Path(args.out or f"out/{Path(args.config or 'cpu-demo').stem}")
+    dataset = resolve_dataset(cfg.data)
+    result = Trainer(cfg, dataset, out, resume=args.resume).run()
+    print(json.dumps(result))
+    return 0
