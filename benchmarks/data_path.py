@@ -88,7 +88,7 @@ def main() -> None:
             "data": str(folder), "train.objective": "unmasking", "train.batch_size": BATCH,
             "model.block_size": CONTEXT, "train.device": args.device, "train.progress": False})
         trainer = Trainer(cfg, Dataset.load(folder), Path(tmp) / "run", log=lambda *_: None)
-        task, device = trainer.task, trainer.device
+        task, device = trainer.objective, trainer.device
         print(f"model: {cfg.model.n_layer} layers, {cfg.model.n_head} heads, {cfg.model.n_embd} "
               f"wide, context {CONTEXT}, batch {BATCH}, device {device}, autocast {trainer.amp}")
 

@@ -8,7 +8,7 @@ import torch
 
 from unmask.config.presets import resolve_config
 from unmask.objectives.curriculum import CurriculumState
-from unmask.objectives.curriculum import CurriculumTask
+from unmask.objectives.curriculum import CurriculumObjective
 from unmask.data.dataset import Dataset
 from unmask.data.prepare import prepare
 from unmask.data.staged.config import CHUNK_SIZE, StagedConfig, StagedDataError
@@ -197,9 +197,9 @@ def test_each_sample_is_masked_as_its_stage_says(tiny):
 
 def test_batch_loss_and_normaliser(tiny):
     cfg = tiny_run_config(tiny, **{"curriculum.uncertainty_factor": 0.1})
-    task = CurriculumTask(cfg, Dataset.load(tiny), torch.device("cpu"), log=_quiet)
+    task = CurriculumObjective(cfg, Dataset.load(tiny), torch.device("cpu"), log=_quiet)
     batch = task.make_batch(task.make_loader(0).next_batch(), 0)
-    masked = batch.extras["masked"]
+    masked = batch.masked
     assert (batch.inputs[masked] == task.tokenizer.mask_id).all()
     assert torch.equal(batch.inputs[~masked], batch.targets[~masked])
     norm = task.normaliser(batch)
@@ -207,22 +207,24 @@ def test_batch_loss_and_normaliser(tiny):
     logits = torch.randn(*batch.inputs.shape, task.tokenizer.extended_vocab_size)
     expect = masked_token_loss(logits, batch.targets, masked, task.tokenizer.vocab_size,
                                uncertainty_factor=0.1)[0]
-    assert torch.allclose(task.loss(logits, batch), expect)
+    assert torch.allclose(task.loss(logits, batch).total, expect)
 
 
 def test_stage_advances_after_exactly_stale_count_stale_evals(tiny, monkeypatch):
     lines = []
-    task = CurriculumTask(tiny_run_config(tiny), Dataset.load(tiny), torch.device("cpu"),
+    task = CurriculumObjective(tiny_run_config(tiny), Dataset.load(tiny), torch.device("cpu"),
                           log=lines.append)
     losses = iter([2.0, 2.0, 2.1, 3.0, 2.9, 2.9, 2.95])
 
-    def fake_validate(model, amp_dtype):  # both validation stages report the same loss
+    def fake_scores(model, amp_dtype):  # both validation stages report the same loss
         loss = next(losses)
-        return [{"loss": loss, "accuracy": 0.5, "masked_ratio": r, "samples": 12}
-                for r in (0.3, 0.5)]
+        return [{"loss": loss, "accuracy": 0.5, "masked_ratio": r} for r in (0.3, 0.5)]
 
-    monkeypatch.setattr(task, "validate", fake_validate)
-    seen = [task.evaluate(None, None) for _ in range(7)]
+    monkeypatch.setattr(task, "stage_scores", fake_scores)
+    seen = []
+    for step in range(7):
+        metrics = task.validate(None, None)
+        seen.append({**metrics, **task.after_validation(step, metrics)})
     # stage 0 has val_loss_stale_count 2: best 2.0, then two stale evaluations -> stage 1
     assert [m["curriculum_stage"] for m in seen] == [0, 0, 0, 1, 1, 1, 1]
     assert [m["curriculum_stale_count"] for m in seen] == [0, 1, 2, 0, 0, 1, 2]
@@ -236,11 +238,15 @@ def test_stage_advances_after_exactly_stale_count_stale_evals(tiny, monkeypatch)
 
 def test_report_format_and_metrics(tiny):
     lines = []
-    task = CurriculumTask(tiny_run_config(tiny), Dataset.load(tiny), torch.device("cpu"),
+    task = CurriculumObjective(tiny_run_config(tiny), Dataset.load(tiny), torch.device("cpu"),
                           log=lines.append)
     cfg = tiny_run_config(tiny)
     cfg.model.vocab_size = task.tokenizer.extended_vocab_size
-    metrics = task.evaluate(Transformer(cfg.model), None)
+    model = Transformer(cfg.model)
+    metrics = task.validate(model, None)
+    assert task.validate(model, None) == metrics and lines == []  # no side effects
+    assert task.state == CurriculumState()
+    task.after_validation(1, metrics)
     report = lines[0].splitlines()
     assert report[0].startswith("Stage 0 (sticky): target_ratio=0.3, p1=0.2, p2=0.5, stale_count=0")
     assert report[4] == "Per-stage validation losses:"
@@ -257,25 +263,25 @@ def test_resume_mid_stage_restores_stage_best_and_stale(tiny, tmp_path):
     same = {"train.eval_interval": 1, "optim.lr_decay_iters": 6}  # same schedule in both runs
     cfg = tiny_run_config(tiny, **same, **{"train.max_iters": 6})
     full = Trainer(cfg, Dataset.load(tiny), tmp_path / "full", log=_quiet)
-    full.task.log = _quiet
+    full.objective.log = _quiet
     full.run()
     half = Trainer(tiny_run_config(tiny, **same, **{"train.max_iters": 3}),
                    Dataset.load(tiny), tmp_path / "half", log=_quiet)
-    half.task.log = _quiet
+    half.objective.log = _quiet
     half.run()
     resumed = Trainer(cfg, Dataset.load(tiny), tmp_path / "half", resume="auto", log=_quiet)
-    resumed.task.log = _quiet
-    assert resumed.task.state == half.task.state and resumed.loader.position == 18
+    resumed.objective.log = _quiet
+    assert resumed.objective.state == half.objective.state and resumed.loader.position == 18
     resumed.run()
-    assert resumed.task.state == full.task.state
+    assert resumed.objective.state == full.objective.state
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
     # A state in the middle of a later stage survives the checkpoint exactly.
-    half.task.state = CurriculumState(stage=1, best_val_loss=2.5, stale_count=1)
+    half.objective.state = CurriculumState(stage=1, best_val_loss=2.5, stale_count=1)
     half.save("latest")
     again = Trainer(cfg, Dataset.load(tiny), tmp_path / "half", resume="auto", log=_quiet)
-    assert again.task.state == CurriculumState(stage=1, best_val_loss=2.5, stale_count=1)
-    assert again.task.active_stages() == [0, 1]
+    assert again.objective.state == CurriculumState(stage=1, best_val_loss=2.5, stale_count=1)
+    assert again.objective.active_stages() == [0, 1]
     lines = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert any("val_curriculum_stage" in l and "val_curriculum_stale_count" in l for l in lines)
 
@@ -291,7 +297,7 @@ def test_missing_prepared_data_says_to_run_prepare(tmp_path):
     folder = make_tiny_dataset(tmp_path / "raw", prepared=False)
     prepare(str(folder / "input.txt"), folder, block_size=32)  # tokens only, no curriculum
     with pytest.raises(StagedDataError, match=r"run `python .*raw/prepare.py` first"):
-        CurriculumTask(tiny_run_config(folder), Dataset.load(folder), torch.device("cpu"))
+        CurriculumObjective(tiny_run_config(folder), Dataset.load(folder), torch.device("cpu"))
 
 
 def test_changed_training_config_asks_for_a_new_prepare(tmp_path):

@@ -6,10 +6,10 @@ import torch
 from unmask.model.checkpoint import load_checkpoint
 from unmask.config.presets import resolve_config
 from unmask.objectives.self_correction_loss import task_weighted_loss
-from unmask.objectives.remask_binary import RemaskBinaryTask
-from unmask.objectives.self_correction import SelfCorrectionTask
+from unmask.objectives.remask_binary import RemaskBinaryObjective
+from unmask.objectives.self_correction import SelfCorrectionObjective
 from unmask.model.pretrained import checkpoint_mask_logit_bias
-from unmask.objectives.registry import make_task
+from unmask.objectives.registry import make_objective
 from unmask.train.trainer import Trainer
 
 V = 65  # Tiny Shakespeare's characters; [MASK] = 65, [WRONG] = 66, [GOOD] = 67, [BAD] = 68
@@ -31,25 +31,28 @@ def quiet(*_):
 
 def test_batches_follow_the_curriculum_and_loss_is_the_weighted_loss(shakespeare):
     cfg = sc_config()
-    task = make_task(cfg, shakespeare, torch.device("cpu"))
-    assert isinstance(task, SelfCorrectionTask)
+    task = make_objective(cfg, shakespeare, torch.device("cpu"))
+    assert isinstance(task, SelfCorrectionObjective)
     x0 = task.make_loader(0).next_batch()
     start = task.make_batch(x0, 0)  # remask ratio 0: masks only
-    c = start.extras["corruption"]
+    c = start.corruption
     assert not c.replaced_positions.any() and c.mask_positions.any()
-    assert start.extras["penalty"] == 0.0
+    assert start.penalty == 0.0
     late = task.make_batch(x0, 100)  # past both ramps: swaps, full penalty
-    c = late.extras["corruption"]
-    assert c.replaced_positions.any() and late.extras["penalty"] == cfg.self_correction.penalty_mask_correct
+    c = late.corruption
+    assert c.replaced_positions.any() and late.penalty == cfg.self_correction.penalty_mask_correct
     assert (late.targets[c.replaced_positions] == V + 1).all()  # [WRONG]
     assert (late.inputs[c.replaced_positions] != x0[c.replaced_positions]).all()
     assert float(task.normaliser(late)) == x0.numel()
     logits = torch.randn(*x0.shape, 72)
-    expected = task_weighted_loss(logits, c, V, V + 1, late.extras["penalty"],
+    expected = task_weighted_loss(logits, c, V, V + 1, late.penalty,
                                   cfg.self_correction, vocab_size=V)[0]
-    assert torch.equal(task.loss(logits, late), expected)
-    log = task.after_step(101, {})
+    out = task.loss(logits, late)
+    assert torch.equal(out.total, expected)
+    log = task.after_step(101, [out.diagnostics])
     assert set(log) == {"remask_ratio", "penalty_mask_correct", "avg_wrong_prob"}
+    assert log["remask_ratio"] == 1.0 and log["penalty_mask_correct"] == late.penalty
+    assert task.after_step(102, [out.diagnostics]) == log  # no state left behind by loss()
 
 
 def test_evaluate_is_fixed_and_reports_detection(shakespeare):
@@ -58,14 +61,14 @@ def test_evaluate_is_fixed_and_reports_detection(shakespeare):
     assert first == second
     for key in ("val_loss", "detect_precision", "detect_recall", "detect_f1", "fill_accuracy"):
         assert 0.0 <= first[key] < 10
-    assert trainer.task.eval_set.replaced_positions.any()  # full remask ratio from step 0
+    assert trainer.objective.eval_set.replaced_positions.any()  # full remask ratio from step 0
 
 
 def test_bias_controller_is_wired_logged_and_resumed(shakespeare, tmp_path):
     mask = {"self_correction.remask_target": "mask", "optim.lr_decay_iters": 10}
     full = Trainer(sc_config(**mask), shakespeare, tmp_path / "full", log=quiet)
     full.run()
-    bias = float(full.task.controller.bias)
+    bias = float(full.objective.controller.bias)
     # Fresh model: P([MASK]) on unmask positions is below the 0.5 set point, so the bias rises.
     assert bias > 3.5
     lines = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
@@ -77,32 +80,32 @@ def test_bias_controller_is_wired_logged_and_resumed(shakespeare, tmp_path):
                    log=quiet)
     half.run()
     state = load_checkpoint(tmp_path / "half" / "latest")["train_state"]["task"]
-    assert state["bias_controller"]["bias"] == float(half.task.controller.bias)
+    assert state["bias_controller"]["bias"] == float(half.objective.controller.bias)
     resumed = Trainer(sc_config(**mask), shakespeare, tmp_path / "half", resume="auto",
                       log=quiet)
-    assert float(resumed.task.controller.bias) == state["bias_controller"]["bias"]
+    assert float(resumed.objective.controller.bias) == state["bias_controller"]["bias"]
     resumed.run()
-    assert float(resumed.task.controller.bias) == bias
-    assert float(resumed.task.controller.running_avg) == float(full.task.controller.running_avg)
+    assert float(resumed.objective.controller.bias) == bias
+    assert float(resumed.objective.controller.running_avg) == float(full.objective.controller.running_avg)
 
 
 def test_self_correction_rejects_binary_head(shakespeare):
     cfg = sc_config(**{"model.binary_head": True})
     with pytest.raises(ValueError, match="remask_binary"):
-        make_task(cfg, shakespeare, torch.device("cpu"))
+        make_objective(cfg, shakespeare, torch.device("cpu"))
 
 
 def test_binary_batches(shakespeare):
     cfg = sc_config(**{"train.objective": "remask_binary"})
-    task = make_task(cfg, shakespeare, torch.device("cpu"))
-    assert isinstance(task, RemaskBinaryTask) and task.columns == [V + 2, V + 3]  # [GOOD], [BAD]
+    task = make_objective(cfg, shakespeare, torch.device("cpu"))
+    assert isinstance(task, RemaskBinaryObjective) and task.columns == [V + 2, V + 3]  # [GOOD], [BAD]
     x0 = task.make_loader(0).next_batch()
     batch = task.make_batch(x0, 0)
     wrong = batch.targets.bool()
     assert (batch.inputs < V).all() and wrong.any() and (~wrong).any()
     assert torch.equal(batch.inputs != x0, wrong)  # swapped exactly where labelled wrong
     logits = torch.zeros(*x0.shape, 72, requires_grad=True)
-    task.loss(logits, batch).backward()
+    task.loss(logits, batch).total.backward()
     touched = logits.grad.abs().sum((0, 1)).nonzero().flatten().tolist()
     assert touched == [V + 2, V + 3]  # only the two class columns are trained
 
@@ -117,7 +120,7 @@ def test_binary_head_on_pretrained_unmasking_model_feature_extraction(shakespear
         "transfer.pretrained_checkpoint_path": str(tmp_path / "mdlm" / "latest"),
         "transfer.switch_to_binary": True, "transfer.transfer_learning_mode": "feature_extraction"})
     trainer = Trainer(cfg, shakespeare, tmp_path / "binary", log=quiet)
-    assert isinstance(trainer.task, RemaskBinaryTask) and trainer.task.columns is None
+    assert isinstance(trainer.objective, RemaskBinaryObjective) and trainer.objective.columns is None
     head_before = trainer.model.binary.weight.detach().clone()
     result = trainer.run()
     for name, value in trainer.model.state_dict().items():

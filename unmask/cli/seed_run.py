@@ -81,11 +81,11 @@ def _read_sources(config_files: list[str], overrides: dict[str, Any]
 
 
 def _check_objective(name: Any) -> None:
-    from unmask.objectives.registry import TASKS
+    from unmask.objectives.registry import OBJECTIVES
 
-    if name != "auto" and name not in TASKS:
+    if name != "auto" and name not in OBJECTIVES:
         raise ConfigError(f"unknown training_type '{name}'; choose one of "
-                          f"{', '.join(sorted({*TRAINING_TYPES, *TASKS}))}")
+                          f"{', '.join(sorted({*TRAINING_TYPES, *OBJECTIVES}))}")
 
 
 def load_seed_run(config_files: list[str], overrides: dict[str, Any] | None = None,

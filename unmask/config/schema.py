@@ -98,7 +98,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto = bf16 autocast where fast (CUDA, bf16-capable CPUs), else float32
     compile: str = "auto"  # auto = torch.compile on CUDA only; "true" / "false" force it
     threads: int = 0  # CPU threads for torch; 0 = torch's default
-    objective: str = "auto"  # auto = causal_lm for a causal model, else mdlm (see tasks.TASKS)
+    objective: str = "auto"  # auto = causal_lm for a causal model, else mdlm (see objectives/registry.py)
     antithetic: bool = True  # stratified diffusion times across the batch (MDLM)
     t_min: float = 1e-3  # smallest diffusion time sampled in training
     save_checkpoints: bool = True

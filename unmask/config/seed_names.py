@@ -54,7 +54,7 @@ SEED_NAMES = {
     "model_mode": "model.mode",
 }
 
-# Seed training_type values -> tasks.TASKS names (a TASKS name is accepted as is).
+# Seed training_type values -> objective names (an objective name is accepted as is).
 TRAINING_TYPES = {"unmasking": "unmasking", "remasking_binary": "remask_binary",
                   "remasking": "self_correction"}
 

@@ -1,9 +1,15 @@
-"""Training tasks: what a batch of clean windows becomes, which loss scores it, how to validate.
+"""The Objective protocol: what a clean batch becomes, which loss scores it, how to validate.
 
-The trainer is task-agnostic: it asks the task for a batch, runs the model, asks the task for a
-(loss sum, normaliser) pair, and asks it to validate. Each task owns its random generators and
-its counters, and exposes them through state_dict() so resume is exact. A task is chosen once,
-by name, from TASKS.
+The trainer is objective-agnostic. Per step it asks the objective for batches
+(`make_batch`), their loss denominators (`normaliser`, known before the forward pass so a
+gradient-accumulation window is normalised by its total), and a `LossOutput` per micro-batch:
+the loss sum plus diagnostics (device tensors). It then calls `after_step` with the window's
+diagnostics, so feedback controllers live in an explicit hook, not in state the loss leaves
+behind. Every `eval_interval` it calls `validate` (no side effects: calling it twice gives the
+same numbers and changes nothing) and then `after_validation` (the one place an objective may
+react to a validation, e.g. the curriculum advancing a stage). Random draws come from the
+objective's own generator, saved in `state_dict` so resume is exact. Objectives are chosen
+once, by name, in registry.py.
 """
 
 from __future__ import annotations
@@ -16,26 +22,36 @@ from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.data.windows import WindowLoader, contiguous_windows
 
-
-def _val_windows(cfg: RunConfig, dataset: Dataset) -> torch.Tensor:
-    """The first eval_batches * batch_size non-overlapping windows of the validation split."""
-    return contiguous_windows(dataset.val, cfg.model.block_size,
-                              cfg.train.eval_batches * cfg.train.batch_size)
+Metrics = dict[str, float]  # validation figures; `val_loss` (lower is better) selects `best`
 
 EVAL_SEED = 1234
 
 EVAL_T_POINTS = 4
 
 
+def _val_windows(cfg: RunConfig, dataset: Dataset) -> torch.Tensor:
+    """The first eval_batches * batch_size non-overlapping windows of the validation split."""
+    return contiguous_windows(dataset.val, cfg.model.block_size,
+                              cfg.train.eval_batches * cfg.train.batch_size)
+
+
 @dataclass
 class Batch:
-    inputs: torch.Tensor  # (B, L) what the model sees
-    targets: torch.Tensor  # what the loss compares against
-    extras: dict = field(default_factory=dict)  # task-specific tensors (t, masks, weights...)
+    """What the model sees and what the loss compares against; objectives subclass it to add
+    their own typed fields (diffusion times, masks, corruption)."""
+
+    inputs: torch.Tensor  # (B, L)
+    targets: torch.Tensor
 
 
-class Task:
-    """Base class: subclasses implement make_batch, loss and evaluate."""
+@dataclass
+class LossOutput:
+    total: torch.Tensor  # 0-dim loss sum over the batch; the trainer divides by the normaliser
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)  # for after_step
+
+
+class Objective:
+    """Base class: subclasses implement make_batch, loss and validate."""
 
     window_extra = 0  # extra tokens per window (1 for next-token prediction)
 
@@ -45,29 +61,35 @@ class Task:
         self.generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
 
     def make_loader(self, seed: int) -> WindowLoader:
-        """Training windows; tasks over labelled data override this."""
+        """Training windows; objectives over labelled data override this."""
         return WindowLoader(self.dataset.train, self.cfg.train.batch_size,
                             self.cfg.model.block_size + self.window_extra, seed=seed)
 
-    def make_batch(self, x0: torch.Tensor, step: int) -> Batch:
-        """Turn one loader item (already on the task's device or not) into model inputs."""
+    def make_batch(self, item, step: int) -> Batch:
+        """Turn one loader item (on the objective's device or not) into model inputs."""
         raise NotImplementedError
 
     def normaliser(self, batch: Batch) -> torch.Tensor:
-        """What this batch adds to the loss denominator (known before the forward pass, so a
-        gradient-accumulation window is normalised by its total count)."""
+        """What this batch adds to the loss denominator: a device tensor, so it can be summed
+        over micro-batches (and over ranks) without a host sync."""
         return torch.tensor(float(batch.targets.numel()), device=batch.targets.device)
 
-    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """Sum of the per-item losses; the trainer divides by the window's normaliser."""
+    def loss(self, logits: torch.Tensor, batch: Batch) -> LossOutput:
+        """Loss sum of the batch and its diagnostics; no state is kept between calls."""
         raise NotImplementedError
 
-    def evaluate(self, model: torch.nn.Module, amp_dtype) -> dict[str, float]:
-        """Validation metrics; `val_loss` is the one that selects `best` (lower is better)."""
+    def after_step(self, step: int, diagnostics: list[dict[str, torch.Tensor]]
+                   ) -> dict[str, float | torch.Tensor]:
+        """Called once per optimizer step with each micro-batch's diagnostics; returns values
+        to log (device tensors are converted only when logged)."""
+        return {}
+
+    def validate(self, model: torch.nn.Module, amp_dtype) -> Metrics:
+        """Validation figures; must not change any state."""
         raise NotImplementedError
 
-    def after_step(self, step: int, diagnostics: dict) -> dict[str, float]:
-        """Hook for feedback controllers; returns values to log."""
+    def after_validation(self, step: int, metrics: Metrics) -> Metrics:
+        """React to a validation (curriculum stages); returns extra figures to log."""
         return {}
 
     def state_dict(self) -> dict:

@@ -26,7 +26,8 @@ from unmask.data.dataset import Dataset
 from unmask.data.staged.dataset import StagedData
 from unmask.errors import UserError
 from unmask.noise.stages import bert_corruption, describe_stage
-from unmask.objectives.base import Batch, Task
+from unmask.eval.likelihood import evaluating
+from unmask.objectives.base import Batch, LossOutput, Metrics, Objective
 from unmask.objectives.losses import entropy_penalty_at, masked_token_loss, token_nll
 from unmask.runtime.device import autocast
 
@@ -85,7 +86,14 @@ def check_block_size(name: str, required: int, got: int) -> None:
                          f"got {got}")
 
 
-class CurriculumTask(Task):
+@dataclass
+class CurriculumBatch(Batch):
+    masked: torch.Tensor  # (B, L) bool
+    stage: torch.Tensor  # (B,) training stage each row was masked by
+    entropy_penalty: float  # multiplier at this step (curriculum option)
+
+
+class CurriculumObjective(Objective):
     """Stage-curriculum unmasking on a prepared curriculum dataset."""
 
     def __init__(self, cfg: RunConfig, dataset: Dataset, device: torch.device, log=tqdm.write):
@@ -94,8 +102,8 @@ class CurriculumTask(Task):
         check_block_size(self.data.name, self.data.block_size, cfg.model.block_size)
         if cfg.model.mode != "token_classifier" or cfg.model.binary_head:
             raise UserError("the unmasking objective trains a token_classifier with a vocabulary "
-                             f"head; got model.mode={cfg.model.mode}"
-                             + (" with a binary head" if cfg.model.binary_head else ""))
+                            f"head; got model.mode={cfg.model.mode}"
+                            + (" with a binary head" if cfg.model.binary_head else ""))
         self.stages = self.data.unmasking_stages
         self.validation = self.data.validation_sets()
         self.state = CurriculumState()
@@ -103,7 +111,7 @@ class CurriculumTask(Task):
 
     # ------------------------------------------------------------------ training batches
     def active_stages(self) -> list[int]:
-        """Stages training draws from now (curriculum.stages_for_training, as indices)."""
+        """Stages training draws from now (stages_for_training, as indices)."""
         current = self.state.stage
         return list(range(current + 1)) if self.data.use_all_stages else [current]
 
@@ -112,7 +120,7 @@ class CurriculumTask(Task):
         # train.seed still drives initialisation, dropout and BERT corruption.
         return self.data.loader(self.cfg.train.batch_size, self.active_stages)
 
-    def make_batch(self, item, step: int) -> Batch:
+    def make_batch(self, item, step: int) -> CurriculumBatch:
         x0, masked, stage = (t.to(self.device, non_blocking=True) for t in item)
         mask_id = self.tokenizer.mask_id
         if self.cfg.curriculum.bert_corruption:
@@ -123,98 +131,103 @@ class CurriculumTask(Task):
         penalty = (entropy_penalty_at(step, c.entropy_penalty_start_iter, c.max_entropy_penalty,
                                       self.cfg.train.max_iters)
                    if c.enable_entropy_penalty else 0.0)
-        return Batch(inputs, x0, {"masked": masked, "stage": stage, "entropy_penalty": penalty})
+        return CurriculumBatch(inputs, x0, masked, stage, penalty)
 
-    def normaliser(self, batch: Batch) -> torch.Tensor:
+    def normaliser(self, batch: CurriculumBatch) -> torch.Tensor:
         """Masked tokens in the batch (the loss is a sum over them); stays on the device."""
-        return batch.extras["masked"].sum().float()
+        return batch.masked.sum().float()
 
-    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, batch: CurriculumBatch) -> LossOutput:
         c = self.cfg.curriculum
-        return masked_token_loss(logits, batch.targets, batch.extras["masked"],
-                                 self.tokenizer.vocab_size,
-                                 weight_loss_by_mask_ratio=c.weight_loss_by_mask_ratio,
-                                 uncertainty_factor=c.uncertainty_factor,
-                                 entropy_penalty=batch.extras["entropy_penalty"])[0]
+        total, _ = masked_token_loss(logits, batch.targets, batch.masked,
+                                     self.tokenizer.vocab_size,
+                                     weight_loss_by_mask_ratio=c.weight_loss_by_mask_ratio,
+                                     uncertainty_factor=c.uncertainty_factor,
+                                     entropy_penalty=batch.entropy_penalty)
+        return LossOutput(total)
 
     # ------------------------------------------------------------------ validation
-    @torch.no_grad()
-    def validate(self, model: torch.nn.Module, amp_dtype) -> list[dict[str, float]]:
+    def stage_scores(self, model: torch.nn.Module, amp_dtype) -> list[dict[str, float]]:
         """Plain masked cross-entropy, top-1 accuracy and achieved masked ratio per validation
         stage, on the first min(pool, eval_batches * batch_size) samples of its fixed pool."""
-        was_training = model.training
-        model.eval()
         vocab, mask_id = self.tokenizer.vocab_size, self.tokenizer.mask_id
         batch_size = self.cfg.train.batch_size
         results = []
-        for val in self.validation:
-            n = min(len(val.x0), self.cfg.train.eval_batches * batch_size)
-            nll_sum = torch.zeros((), device=self.device)
-            correct = torch.zeros((), device=self.device)
-            count = torch.zeros((), device=self.device)
-            for i in range(0, n, batch_size):
-                x0 = val.x0[i:min(n, i + batch_size)].to(self.device)
-                masked = val.masked[i:min(n, i + batch_size)].to(self.device)
-                with autocast(self.device, amp_dtype):
-                    logits = model(torch.where(masked, torch.full_like(x0, mask_id), x0))
-                nll_sum += (token_nll(logits, x0, vocab) * masked).sum()
-                correct += ((logits[..., :vocab].argmax(-1) == x0) & masked).sum()
-                count += masked.sum()
-            masked_count = max(1.0, float(count))
-            results.append({"loss": float(nll_sum) / masked_count,
-                            "accuracy": float(correct) / masked_count,
-                            "masked_ratio": float(count) / (n * val.x0.size(1)), "samples": n})
-        model.train(was_training)
+        with evaluating(model):
+            for val in self.validation:
+                n = min(len(val.x0), self.cfg.train.eval_batches * batch_size)
+                nll_sum = torch.zeros((), device=self.device)
+                correct = torch.zeros((), device=self.device)
+                count = torch.zeros((), device=self.device)
+                for i in range(0, n, batch_size):
+                    x0 = val.x0[i:min(n, i + batch_size)].to(self.device)
+                    masked = val.masked[i:min(n, i + batch_size)].to(self.device)
+                    with autocast(self.device, amp_dtype):
+                        logits = model(torch.where(masked, torch.full_like(x0, mask_id), x0))
+                    nll_sum += (token_nll(logits, x0, vocab) * masked).sum()
+                    correct += ((logits[..., :vocab].argmax(-1) == x0) & masked).sum()
+                    count += masked.sum()
+                masked_count = max(1.0, float(count))
+                results.append({"loss": float(nll_sum) / masked_count,
+                                "accuracy": float(correct) / masked_count,
+                                "masked_ratio": float(count) / (n * val.x0.size(1))})
         return results
 
-    def evaluate(self, model: torch.nn.Module, amp_dtype) -> dict[str, float]:
-        """Validate on every stage, report, and let the curriculum advance on the mean loss.
-
-        Each call is one curriculum observation. The logged stage / best / stale count describe
-        the stage trained since the last evaluation, this evaluation included; when it triggers
-        an advance, `curriculum_advanced` is 1 and the next steps train on the next stage.
-        """
-        per_stage = self.validate(model, amp_dtype)
+    def validate(self, model: torch.nn.Module, amp_dtype) -> Metrics:
+        """Every validation stage's figures and their means; `val_loss` is the mean loss."""
+        per_stage = self.stage_scores(model, amp_dtype)
         val_loss = sum(r["loss"] for r in per_stage) / len(per_stage)
         random_loss = uniform_loss(self.tokenizer.vocab_size)
+        metrics = {
+            "val_loss": val_loss,
+            "val_model_vs_random": random_loss / val_loss if val_loss > 0 else math.inf,
+            "val_most_likely_accuracy": sum(r["accuracy"] for r in per_stage) / len(per_stage),
+            "val_masked_token_ratio": sum(r["masked_ratio"] for r in per_stage) / len(per_stage),
+        }
+        for v, r in enumerate(per_stage):
+            metrics.update({f"val_stage_{v}_{k}": value for k, value in r.items()})
+        return metrics
+
+    def after_validation(self, step: int, metrics: Metrics) -> Metrics:
+        """One curriculum observation: advance on the mean loss, print seed 001's report.
+
+        The returned stage / best / stale count describe the stage trained since the last
+        validation, this one included; when it triggers an advance, `curriculum_advanced` is 1
+        and the next steps train on the next stage.
+        """
+        val_loss = metrics["val_loss"]
         before = self.state
         improved = val_loss < before.best_val_loss
         best = val_loss if improved else before.best_val_loss
         stale = 0 if improved else before.stale_count + 1
         self.state, advanced = advance(before, val_loss, self.stages)
-        accuracy = sum(r["accuracy"] for r in per_stage) / len(per_stage)
-        self._report(before.stage, stale, best, val_loss, accuracy, per_stage, advanced)
-        metrics = {
-            "val_loss": val_loss,
-            "val_model_vs_random": random_loss / val_loss if val_loss > 0 else math.inf,
-            "val_most_likely_accuracy": accuracy,
-            "val_masked_token_ratio": sum(r["masked_ratio"] for r in per_stage) / len(per_stage),
-            **{f"val_stage_{v}_loss": r["loss"] for v, r in enumerate(per_stage)},
-            "curriculum_stage": float(before.stage),
-            "curriculum_best_val_loss": best if math.isfinite(best) else val_loss,
-            "curriculum_stale_count": float(stale),
-            "curriculum_advanced": float(advanced),
-        }
-        return metrics
+        self._report(before.stage, stale, best, metrics, advanced)
+        return {"curriculum_stage": float(before.stage),
+                "curriculum_best_val_loss": best if math.isfinite(best) else val_loss,
+                "curriculum_stale_count": float(stale),
+                "curriculum_advanced": float(advanced)}
 
-    def _report(self, stage: int, stale: int, best: float, val_loss: float, accuracy: float,
-                per_stage: list[dict], advanced: bool) -> None:
-        """Seed 001's log block (Training Logs Example), per-stage lines as the issue lists."""
+    def _report(self, stage: int, stale: int, best: float, metrics: Metrics,
+                advanced: bool) -> None:
+        """Seed 001's log block (Training Logs Example), one line per validation stage."""
         vocab = self.tokenizer.vocab_size
         random_loss = uniform_loss(vocab)
+        accuracy = metrics["val_most_likely_accuracy"]
         s = self.stages[stage]
         lines = [
             f"Stage {stage} ({s['type']}): {describe_stage(s)}, stale_count={stale}, "
             f"best val loss {best:.4f}",
-            f"  val model vs random: {random_loss / val_loss:.2f}x better",
+            f"  val model vs random: {random_loss / metrics['val_loss']:.2f}x better",
             f"  val accuracy: {accuracy:.4f} (random baseline: {1 / vocab:.4f})",
             f"  Most likely guess correct P %: {100 * accuracy:.1f}%",
             "Per-stage validation losses:",
         ]
-        for v, (val, r) in enumerate(zip(self.validation, per_stage)):
-            lines.append(f"  Stage {v} ({val.stage['type']}): loss {r['loss']:.4f}, model vs "
-                         f"random {random_loss / r['loss']:.2f}x, accuracy {r['accuracy']:.3f}, "
-                         f"masked {r['masked_ratio']:.3f}")
+        for v, val in enumerate(self.validation):
+            loss = metrics[f"val_stage_{v}_loss"]
+            lines.append(f"  Stage {v} ({val.stage['type']}): loss {loss:.4f}, model vs "
+                         f"random {random_loss / loss:.2f}x, accuracy "
+                         f"{metrics[f'val_stage_{v}_accuracy']:.3f}, "
+                         f"masked {metrics[f'val_stage_{v}_masked_ratio']:.3f}")
         if advanced:
             nxt = self.stages[self.state.stage]
             lines.append(f"Advancing to stage {self.state.stage} ({nxt['type']}): "

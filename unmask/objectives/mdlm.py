@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.data.windows import contiguous_windows
-from unmask.eval.likelihood import build_eval_set, score_eval_set
+from unmask.eval.likelihood import build_eval_set, bytes_per_token, score_eval_set
 from unmask.noise.masking import mask_tokens, sample_times
-from unmask.objectives.base import EVAL_SEED, EVAL_T_POINTS, Batch, Task
+from unmask.objectives.base import EVAL_SEED, EVAL_T_POINTS, Batch, LossOutput, Objective
 from unmask.objectives.losses import masked_diffusion_loss
 
 
-class MaskedDiffusionTask(Task):
+@dataclass
+class DiffusionBatch(Batch):
+    t: torch.Tensor  # (B,) diffusion time of each row
+    masked: torch.Tensor  # (B, L) bool
+
+
+class MDLMObjective(Objective):
     """MDLM: mask each token with probability t ~ U(0, 1), loss = ELBO (CE / t on masked)."""
 
     def __init__(self, cfg: RunConfig, dataset: Dataset, device: torch.device):
@@ -21,18 +29,21 @@ class MaskedDiffusionTask(Task):
         windows = contiguous_windows(dataset.val, cfg.model.block_size,
                                      cfg.train.eval_batches * cfg.train.batch_size // EVAL_T_POINTS)
         self.eval_set = build_eval_set(windows, self.tokenizer.mask_id, EVAL_T_POINTS, EVAL_SEED)
+        self.bytes_per_token = bytes_per_token(self.tokenizer, windows)
 
-    def make_batch(self, x0: torch.Tensor, step: int) -> Batch:
+    def make_batch(self, x0: torch.Tensor, step: int) -> DiffusionBatch:
         x0 = x0.to(self.device)
         t = sample_times(x0.size(0), self.generator, self.cfg.train.antithetic, self.cfg.train.t_min)
         xt, masked = mask_tokens(x0, t, self.tokenizer.mask_id, self.generator)
-        return Batch(xt, x0, {"t": t, "masked": masked})
+        return DiffusionBatch(xt, x0, t, masked)
 
-    def loss(self, logits, batch):
-        return masked_diffusion_loss(logits, batch.targets, batch.extras["masked"],
-                                     batch.extras["t"], self.tokenizer.vocab_size)[0]
+    def loss(self, logits, batch: DiffusionBatch) -> LossOutput:
+        total, _ = masked_diffusion_loss(logits, batch.targets, batch.masked, batch.t,
+                                         self.tokenizer.vocab_size)
+        return LossOutput(total)
 
-    def evaluate(self, model, amp_dtype):
+    def validate(self, model, amp_dtype):
         result = score_eval_set(model, self.eval_set, self.tokenizer.vocab_size,
-                                batch_size=self.cfg.train.batch_size, amp_dtype=amp_dtype)
+                                batch_size=self.cfg.train.batch_size, amp_dtype=amp_dtype,
+                                bytes_per_token=self.bytes_per_token)
         return {"val_loss": result["elbo_nats_per_char"], **result}

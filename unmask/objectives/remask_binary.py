@@ -10,17 +10,18 @@ from unmask.data.dataset import Dataset
 from unmask.errors import UserError
 from unmask.eval.repair_metrics import detection_scores
 from unmask.noise.corruption import binary_corruption
-from unmask.objectives.base import Batch, Task, _val_windows
+from unmask.eval.likelihood import evaluating
+from unmask.objectives.base import Batch, LossOutput, Objective, _val_windows
 from unmask.objectives.self_correction import EVAL_SEED
 from unmask.runtime.device import autocast
 
 
-class RemaskBinaryTask(Task):
+class RemaskBinaryObjective(Objective):
     """Per-token good (0) / wrong (1) classification of text with swapped tokens.
 
     Inputs: binary_corruption() (all real tokens; a row's swap rate is c * u as in the
     two-token task). Loss: cross-entropy per position, weight_remask_task on wrong positions.
-    evaluate(): mean weighted CE (`val_loss`), detection precision/recall/F1 and accuracy on a
+    validate(): mean weighted CE (`val_loss`), detection precision/recall/F1 and accuracy on a
     fixed validation set (EVAL_SEED).
     """
 
@@ -55,23 +56,20 @@ class RemaskBinaryTask(Task):
                              reduction="none").view_as(targets)
         return ce * torch.where(targets == 1, self.sc.weight_remask_task, 1.0)
 
-    def loss(self, logits, batch):
-        return self._weighted_ce(logits, batch.targets).sum()
+    def loss(self, logits, batch) -> LossOutput:
+        return LossOutput(self._weighted_ce(logits, batch.targets).sum())
 
-    @torch.no_grad()
-    def evaluate(self, model, amp_dtype):
-        was_training = model.training
-        model.eval()
+    def validate(self, model, amp_dtype):
         total, preds = 0.0, []
         bs = self.cfg.train.batch_size
-        for i in range(0, self.eval_inputs.size(0), bs):
-            x = self.eval_inputs[i:i + bs].to(self.device)
-            y = self.eval_targets[i:i + bs].to(self.device)
-            with autocast(self.device, amp_dtype):
-                logits = model(x)
-            total += float(self._weighted_ce(logits, y).sum())
-            preds.append(self.class_logits(logits).argmax(-1).cpu())
-        model.train(was_training)
+        with evaluating(model):
+            for i in range(0, self.eval_inputs.size(0), bs):
+                x = self.eval_inputs[i:i + bs].to(self.device)
+                y = self.eval_targets[i:i + bs].to(self.device)
+                with autocast(self.device, amp_dtype):
+                    logits = model(x)
+                total += float(self._weighted_ce(logits, y).sum())
+                preds.append(self.class_logits(logits).argmax(-1).cpu())
         pred, truth = torch.cat(preds).bool(), self.eval_targets.bool()
         d = detection_scores(pred, truth)
         return {"val_loss": total / truth.numel(), "detect_precision": d["precision"],

@@ -1,12 +1,12 @@
 """Training tasks for self-correction (seeds 002/003) and binary remasking (seeds 000/001).
 
-`SelfCorrectionTask` (objective "self_correction"): a batch is corrupt()ed with the remask ratio
+`SelfCorrectionObjective` (objective "self_correction"): a batch is corrupt()ed with the remask ratio
 of the curriculum (get_corruption_scheduler), scored by task_weighted_loss with the scheduled
 destructive-edit penalty. In the single-token variant (`remask_target="mask"`) a
 MaskBiasController adds a bias to the [MASK] logit and steers it once per optimizer step in
 after_step(), on the device (no host sync); the trainer logs what after_step returns.
 
-`RemaskBinaryTask` (objective "remask_binary"): every input token is real, some swapped for a
+`RemaskBinaryObjective` (objective "remask_binary"): every input token is real, some swapped for a
 random other one; each position is classified good (0) / wrong (1), with the binary head
 (`model.binary_head`, or `transfer.switch_to_binary` on a pretrained unmasking model), or
 without it from the [GOOD]/[BAD] columns of the vocabulary head.
@@ -20,6 +20,8 @@ back to `initial_mask_logit_bias`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from unmask.config.schema import RunConfig
@@ -28,7 +30,8 @@ from unmask.errors import UserError
 from unmask.eval.repair_metrics import detection_scores
 from unmask.model.readout import flag_from_logits, remask_id_for
 from unmask.noise.corruption import Corruption, corrupt, get_corruption_scheduler
-from unmask.objectives.base import Batch, Task, _val_windows
+from unmask.objectives.base import Batch, LossOutput, Objective, _val_windows
+from unmask.eval.likelihood import evaluating
 from unmask.objectives.self_correction_loss import (
     MaskBiasController,
     task_weighted_loss,
@@ -45,10 +48,17 @@ def _slice(c: Corruption, i: int, j: int, device: torch.device) -> Corruption:
                       None if c.originals is None else c.originals[i:j].to(device))
 
 
-class SelfCorrectionTask(Task):
+@dataclass
+class SelfCorrectionBatch(Batch):
+    corruption: Corruption
+    penalty: float  # destructive-edit penalty at this step (curriculum)
+    remask_ratio: float  # share of swapped tokens at this step (curriculum)
+
+
+class SelfCorrectionObjective(Objective):
     """[MASK]/[WRONG] corruption, task-weighted loss, curriculum, and the [MASK] bias controller.
 
-    evaluate(): `val_loss` is the task-weighted loss per token on a fixed validation set
+    validate(): `val_loss` is the task-weighted loss per token on a fixed validation set
     (EVAL_SEED, built once, at the full remask ratio and the full penalty, so values are
     comparable across the run); `detect_precision/recall/f1` score the flags (argmax over real
     tokens + remask id, with the current bias) against the swapped positions of that set;
@@ -70,8 +80,6 @@ class SelfCorrectionTask(Task):
         if self.sc.remask_target == "mask":
             self.controller = MaskBiasController.from_config(self.sc)
             self._controller_to_device()
-        self._pending: list[dict] = []  # diagnostics of this step's micro-batches
-        self._schedule: dict[str, float] = {}
         windows = _val_windows(cfg, dataset)
         self.eval_set = corrupt(windows, 1.0, self.sc, self.V, self.mask_id, self.wrong_id,
                                 torch.Generator().manual_seed(EVAL_SEED))
@@ -90,29 +98,29 @@ class SelfCorrectionTask(Task):
         return self.controller.bias if self.controller is not None else 0.0
 
     # -------------------------------------------------------------- training
-    def make_batch(self, x0: torch.Tensor, step: int) -> Batch:
+    def make_batch(self, x0: torch.Tensor, step: int) -> SelfCorrectionBatch:
         x0 = x0.to(self.device)
         penalty, ratio = get_corruption_scheduler(step, self.sc)
-        self._schedule = {"remask_ratio": ratio, "penalty_mask_correct": penalty}
         c = corrupt(x0, ratio, self.sc, self.V, self.mask_id, self.wrong_id, self.generator)
-        return Batch(c.inputs, c.targets, {"corruption": c, "penalty": penalty})
+        return SelfCorrectionBatch(c.inputs, c.targets, c, penalty, ratio)
 
-    def loss(self, logits, batch):
-        total, _, diag = task_weighted_loss(logits, batch.extras["corruption"], self.mask_id,
-                                            self.wrong_id, batch.extras["penalty"], self.sc,
+    def loss(self, logits, batch: SelfCorrectionBatch) -> LossOutput:
+        total, _, diag = task_weighted_loss(logits, batch.corruption, self.mask_id,
+                                            self.wrong_id, batch.penalty, self.sc,
                                             self.mask_logit_bias, vocab_size=self.V)
-        self._pending.append(diag)
-        return total
+        # the curriculum values this batch trained with, logged by after_step
+        schedule = {"remask_ratio": batch.remask_ratio, "penalty_mask_correct": batch.penalty}
+        return LossOutput(total, {**diag, **schedule})
 
-    def after_step(self, step: int, diagnostics: dict) -> dict:
+    def after_step(self, step: int, diagnostics: list[dict]) -> dict:
         """Feed the window's [MASK]/[WRONG] probability on unmask positions to the controller.
 
         Values may be 0-dim tensors; the trainer converts them only when it logs.
         """
-        pending, self._pending = self._pending, []
-        out = dict(self._schedule)  # the curriculum values this step trained with
-        if not pending:
-            return out
+        if not diagnostics:
+            return {}
+        pending = diagnostics
+        out = {k: pending[-1][k] for k in ("remask_ratio", "penalty_mask_correct")}
         n = sum(d["n_unmask"] for d in pending)
         prob = sum(d["avg_mask_prob"] * d["n_unmask"] for d in pending) / n.clamp_min(1)
         if self.controller is None:
@@ -122,30 +130,27 @@ class SelfCorrectionTask(Task):
         return {**out, "mask_logit_bias": bias, "avg_mask_prob": prob}
 
     # -------------------------------------------------------------- validation
-    @torch.no_grad()
-    def evaluate(self, model, amp_dtype):
-        was_training = model.training
-        model.eval()
+    def validate(self, model, amp_dtype):
         penalty = self.sc.penalty_mask_correct
         bias = float(self.mask_logit_bias)
         total, count, correct, n_masked = 0.0, 0, 0, 0
         flags, truth = [], []
         N, bs = self.eval_set.inputs.size(0), self.cfg.train.batch_size
-        for i in range(0, N, bs):
-            c = _slice(self.eval_set, i, i + bs, self.device)
-            with autocast(self.device, amp_dtype):
-                logits = model(c.inputs)
-            s, n, _ = task_weighted_loss(logits, c, self.mask_id, self.wrong_id, penalty,
-                                         self.sc, bias, vocab_size=self.V)
-            total, count = total + float(s), count + n
-            visible = ~c.mask_positions
-            flags.append((flag_from_logits(logits, self.V, self.remask_id, bias)
-                          & visible).cpu())
-            truth.append(c.replaced_positions.cpu())
-            fills = logits[..., :self.V].argmax(-1)
-            correct += int(((fills == c.targets) & c.mask_positions).sum())
-            n_masked += int(c.mask_positions.sum())
-        model.train(was_training)
+        with evaluating(model):
+            for i in range(0, N, bs):
+                c = _slice(self.eval_set, i, i + bs, self.device)
+                with autocast(self.device, amp_dtype):
+                    logits = model(c.inputs)
+                s, n, _ = task_weighted_loss(logits, c, self.mask_id, self.wrong_id, penalty,
+                                             self.sc, bias, vocab_size=self.V)
+                total, count = total + float(s), count + n
+                visible = ~c.mask_positions
+                flags.append((flag_from_logits(logits, self.V, self.remask_id, bias)
+                              & visible).cpu())
+                truth.append(c.replaced_positions.cpu())
+                fills = logits[..., :self.V].argmax(-1)
+                correct += int(((fills == c.targets) & c.mask_positions).sum())
+                n_masked += int(c.mask_positions.sum())
         d = detection_scores(torch.cat(flags), torch.cat(truth))
         out = {"val_loss": total / max(count, 1), "detect_precision": d["precision"],
                "detect_recall": d["recall"], "detect_f1": d["f1"],

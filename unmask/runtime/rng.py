@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 import numpy as np
 import torch
@@ -10,9 +11,16 @@ import torch
 # ----------------------------------------------------------------------------- randomness
 
 
-def derive_seed(seed: int, *keys: int) -> int:
-    """A well-mixed 63-bit seed for the stream named by `keys` (numpy's SeedSequence)."""
-    state = np.random.SeedSequence(seed, spawn_key=keys).generate_state(1, dtype=np.uint64)[0]
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A well-mixed 63-bit seed for the stream named by `keys` (numpy's SeedSequence).
+
+    Every random stream of a run is derive_seed(train.seed, purpose, rank), e.g.
+    ("noise", 0) for rank 0's masking draws: streams never overlap, adding one never shifts
+    another, and each rank of a distributed run draws its own. A string key is hashed to a
+    stable integer (CRC-32), so names stay readable in the code.
+    """
+    ints = tuple(zlib.crc32(k.encode("utf-8")) if isinstance(k, str) else int(k) for k in keys)
+    state = np.random.SeedSequence(seed, spawn_key=ints).generate_state(1, dtype=np.uint64)[0]
     return int(state) & (2**63 - 1)
 
 
@@ -36,6 +44,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def seeded_generator(seed: int, *keys: int) -> torch.Generator:
-    """A CPU generator for the stream named by (seed, *keys) (see derive_seed)."""
-    return torch.Generator().manual_seed(derive_seed(seed, *keys))
+def seeded_generator(seed: int, *keys: int | str, device: torch.device | str = "cpu"
+                     ) -> torch.Generator:
+    """A generator (CPU by default) for the stream named by (seed, *keys); see derive_seed."""
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, *keys))

@@ -53,3 +53,12 @@ class MetricsLog:
             self.tb.close()
         if self.wandb:
             self.wandb.finish()
+
+
+def check_finite(loss, step: int) -> float:
+    """The loss as a float (a host sync: call it at log intervals only); a non-finite loss
+    stops training with the step and what to try."""
+    value = float(loss)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss became {value} at step {step}; lower optim.lr")
+    return value

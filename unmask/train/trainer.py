@@ -1,42 +1,53 @@
-"""The training loop: build the parts, then step / evaluate / log / checkpoint, top to bottom.
+"""The training loop: build the parts, then step / validate / log / checkpoint, top to bottom.
 
-Every stateful part (model, optimizer, loader, noise generator, global RNG, counters) goes into
-the checkpoint, so `--resume auto` continues the exact same run.
+Every stateful part (model, optimizer, loader, the objective's generator and controllers,
+global RNG, counters) goes into the checkpoint, so `--resume auto` continues the exact same
+run. The loop is rank-ready: rank 0 alone logs and saves, and the loss normaliser is summed
+over ranks before the division (torchtitan's global_valid_tokens), so every rank's gradient is
+weighted by the whole global batch.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from unmask.config.schema import RunConfig
+from unmask.config.schema import RunConfig, apply_overrides
 from unmask.data.dataset import Dataset
 from unmask.model import checkpoint as ckpt
 from unmask.model.transformer import Transformer, describe
-from unmask.objectives.registry import make_task
+from unmask.objectives.base import Metrics
+from unmask.objectives.registry import make_objective
 from unmask.runtime.device import autocast, autocast_dtype, pick_device
+from unmask.runtime.distributed import all_reduce_sum, is_main, world_size
 from unmask.runtime.rng import rng_state, seed_everything, set_rng_state
-from unmask.train.metrics import Counters, MetricsLog
+from unmask.train.metrics import Counters, MetricsLog, check_finite
 from unmask.train.optim import cosine_lr, make_optimizer
 from unmask.train.transfer import load_pretrained_weights, optimizer_summary
+
+
+def complete_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
+    """A copy of `cfg` with what the dataset decides filled in (the caller's is not mutated)."""
+    filled = {"model.vocab_size": dataset.tokenizer.extended_vocab_size}
+    if cfg.model.mode == "sequence_classifier" and not cfg.model.num_classes:
+        filled["model.num_classes"] = int(dataset.meta["num_classes"])
+    if cfg.transfer.switch_to_binary:
+        filled["model.binary_head"] = True
+    return apply_overrides(cfg, filled)
 
 
 class Trainer:
     def __init__(self, cfg: RunConfig, dataset: Dataset, out_dir: Path, resume: str | None = None,
                  log=print):
-        self.cfg, self.dataset, self.out_dir, self.log = cfg, dataset, Path(out_dir), log
         dataset.check_mode(cfg.model.mode)
         dataset.check_block_size(cfg.model.block_size)
-        cfg.model.vocab_size = dataset.tokenizer.extended_vocab_size
-        if cfg.model.mode == "sequence_classifier" and not cfg.model.num_classes:
-            cfg.model.num_classes = int(dataset.meta["num_classes"])
-        if cfg.transfer.switch_to_binary:
-            cfg.model.binary_head = True
+        self.cfg, self.dataset, self.out_dir = complete_config(cfg, dataset), dataset, Path(out_dir)
+        self.log = log if is_main() else (lambda *_: None)
+        cfg = self.cfg
         seed_everything(cfg.train.seed)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -44,12 +55,12 @@ class Trainer:
         self.amp = autocast_dtype(self.device, cfg.train.dtype)
         self.model = Transformer(cfg.model).to(self.device)
         if cfg.transfer.enabled:
-            load_pretrained_weights(self.model, cfg.transfer, log)
+            load_pretrained_weights(self.model, cfg.transfer, self.log)
         self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
         if cfg.transfer.enabled:
-            log(optimizer_summary(self.model, self.optimizer))
-        self.task = make_task(cfg, dataset, self.device)
-        self.loader = self.task.make_loader(cfg.train.seed)
+            self.log(optimizer_summary(self.model, self.optimizer))
+        self.objective = make_objective(cfg, dataset, self.device)
+        self.loader = self.objective.make_loader(cfg.train.seed)
         self.counters = Counters()
         if resume:
             self._resume(resume)
@@ -64,7 +75,7 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         return {"counters": self.counters.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "loader": self.loader.state_dict(), "task": self.task.state_dict(),
+                "loader": self.loader.state_dict(), "task": self.objective.state_dict(),
                 "rng": rng_state()}
 
     def _resume(self, resume: str) -> None:
@@ -79,12 +90,15 @@ class Trainer:
         state = loaded["train_state"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.loader.load_state_dict(state["loader"])
-        self.task.load_state_dict(state["task"])
+        self.objective.load_state_dict(state["task"])
         set_rng_state(state["rng"])
         self.counters.load_state_dict(state["counters"])
         self.log(f"resumed from {loaded['path']} at step {self.counters.step}")
 
-    def save(self, name: str) -> Path:
+    def save(self, name: str) -> Path | None:
+        """Write checkpoint `name` (rank 0 only; other ranks hold the same weights)."""
+        if not is_main():
+            return None
         return ckpt.save_checkpoint(
             self.out_dir / name, self.model, self.cfg.to_dict(),
             self.dataset.tokenizer.to_json(),
@@ -92,30 +106,36 @@ class Trainer:
             self.state_dict())
 
     # ------------------------------------------------------------------ steps
-    def train_step(self) -> float:
-        """One optimizer step over `grad_accum` micro-batches; returns the window's loss.
+    def train_step(self) -> tuple[torch.Tensor, list[dict]]:
+        """One optimizer step over `grad_accum` micro-batches.
 
-        All micro-batches are drawn first so the loss is normalised by the whole window's
-        count (torchtitan), not averaged per micro-batch.
+        Returns the window's loss as a device tensor (no host sync) and each micro-batch's
+        diagnostics. All micro-batches are drawn first so the loss is normalised by the whole
+        window's count, summed over ranks; the factor world_size undoes DDP's gradient mean.
         """
-        batches = [self.task.make_batch(self.loader.next_batch(), self.counters.step)
+        batches = [self.objective.make_batch(self.loader.next_batch(), self.counters.step)
                    for _ in range(self.cfg.train.grad_accum)]
-        window_count = torch.stack([self.task.normaliser(b) for b in batches]).sum().clamp_min(1)
+        window_count = torch.stack([self.objective.normaliser(b) for b in batches]).sum()
+        window_count = all_reduce_sum(window_count).clamp_min(1) / world_size()
         total = torch.zeros((), device=self.device)
+        diagnostics = []
         for batch in batches:
             with autocast(self.device, self.amp):
                 logits = self.step_model(batch.inputs)
-            loss = self.task.loss(logits, batch) / window_count
+            out = self.objective.loss(logits, batch)
+            loss = out.total / window_count
             loss.backward()
             total += loss.detach()
+            diagnostics.append(out.diagnostics)
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(total)
+        return total, diagnostics
 
-    def evaluate(self) -> dict[str, float]:
-        return self.task.evaluate(self.model, self.amp)
+    def evaluate(self) -> Metrics:
+        """Validation figures of the current model; changes no state."""
+        return self.objective.validate(self.model, self.amp)
 
     def set_lr(self) -> float:
         o = self.cfg.optim
@@ -128,51 +148,56 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self) -> dict[str, float]:
         cfg, c = self.cfg.train, self.counters
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+        if is_main():
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
         self.log(describe(self.model) + f" on {self.device}")
-        metrics = MetricsLog(self.out_dir, self.cfg)
-        bar = tqdm(total=cfg.max_iters, initial=c.step, disable=not cfg.progress, unit="it",
-                   dynamic_ncols=True)
-        last_eval: dict[str, float] = {}
+        metrics = MetricsLog(self.out_dir, self.cfg) if is_main() else None
+        bar = tqdm(total=cfg.max_iters, initial=c.step, disable=not (cfg.progress and is_main()),
+                   unit="it", dynamic_ncols=True)
+        last_eval: Metrics = {}
         tokens_per_step = cfg.grad_accum * cfg.batch_size * self.cfg.model.block_size
         started, start_step = time.time(), c.step
         try:
             self.model.train()
             while c.step < cfg.max_iters:
                 lr = self.set_lr()
-                loss = self.train_step()
+                loss, diagnostics = self.train_step()
                 c.step += 1
-                c.tokens_seen += tokens_per_step
+                c.tokens_seen += tokens_per_step * world_size()
                 bar.update(1)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at step {c.step}; lower optim.lr")
-                # Feedback controllers run every step; their values (possibly device tensors)
-                # are only converted when logged.
-                task_log = self.task.after_step(c.step, {"train_loss": loss, "lr": lr})
+                # Feedback controllers run every step on device values; nothing here syncs.
+                step_log = self.objective.after_step(c.step, diagnostics)
 
                 if c.step % cfg.log_interval == 0 or c.step == cfg.max_iters:
+                    loss = check_finite(loss, c.step)
                     elapsed = time.time() - started
                     tok_s = (c.step - start_step) * tokens_per_step / max(elapsed, 1e-9)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
-                    metrics.write(c.step, train_loss=loss, lr=lr, tokens_per_sec=round(tok_s),
-                                  **{k: float(v) for k, v in task_log.items()})
+                    if metrics:
+                        metrics.write(c.step, train_loss=loss, lr=lr, tokens_per_sec=round(tok_s),
+                                      **{k: float(v) for k, v in step_log.items()})
 
                 if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
                     last_eval = self.evaluate()
+                    last_eval.update(self.objective.after_validation(c.step, last_eval))
                     improved = last_eval["val_loss"] < c.best_val
                     c.best_val = min(c.best_val, last_eval["val_loss"])
-                    metrics.write(c.step, **{k if k.startswith("val") else f"val_{k}": v
-                                             for k, v in last_eval.items()})
+                    if metrics:
+                        metrics.write(c.step, **{k if k.startswith("val") else f"val_{k}": v
+                                                 for k, v in last_eval.items()})
                     headline = {k: v for k, v in last_eval.items() if "stage_" not in k}
-                    bar.write(f"step {c.step}: " + ", ".join(
-                        f"{k} {v:.4f}" for k, v in headline.items()) + f", train loss {loss:.4f}")
+                    if is_main():
+                        bar.write(f"step {c.step}: " + ", ".join(
+                            f"{k} {v:.4f}" for k, v in headline.items())
+                            + f", train loss {float(loss):.4f}")
                     if cfg.save_checkpoints:
                         self.save("latest")
                         if improved:
                             self.save("best")
         finally:
             bar.close()
-            metrics.close()
+            if metrics:
+                metrics.close()
         return {"step": c.step, "best_val_loss": c.best_val, **last_eval,
                 "train_seconds": round(time.time() - started, 1)}

@@ -1,0 +1,34 @@
+"""Process-rank helpers: the same code runs alone or as one rank of a torchrun job.
+
+Without an initialised process group every helper is the single-process answer (rank 0 of 1,
+main, reductions are identities), so the trainer needs no branches for it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 alone logs, writes metrics and saves checkpoints."""
+    return rank() == 0
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (in place, and returned); the identity in one process."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
