@@ -17,28 +17,22 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from common import Timer, header
+
 from unmask.config.presets import resolve_config
-from unmask.data.windows import contiguous_windows
 from unmask.data.dataset import resolve_dataset
+from unmask.data.windows import contiguous_windows
+from unmask.eval.likelihood import causal_nll
 from unmask.eval.words import vocabulary_of, word_validity
-from unmask.objectives.losses import token_nll
 from unmask.sampling.base import final_state
 from unmask.sampling.causal import generate_causal
 from unmask.train.trainer import Trainer
 
 
-@torch.no_grad()
 def full_val_loss(model, dataset, block_size: int) -> float:
+    """The exact NLL `unmask eval` reports for a language_model (one evaluation path)."""
     windows = contiguous_windows(dataset.val, block_size + 1)
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(windows), 256):
-        w = windows[i:i + 256]
-        nll = token_nll(model(w[:, :-1]), w[:, 1:], dataset.tokenizer.vocab_size)
-        total, count = total + float(nll.sum()), count + nll.numel()
-    return total / count
+    return causal_nll(model, windows, dataset.tokenizer.vocab_size, 256)["nll_nats_per_char"]
 
 
 def main() -> None:

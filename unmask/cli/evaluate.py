@@ -10,13 +10,18 @@ NAME = "eval"
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(NAME, help="ELBO, masked accuracy and word validity of a checkpoint "
+    p = sub.add_parser(NAME, help="likelihood (exact NLL, ELBO or accuracy, by model) and word "
+                                     "validity of a checkpoint "
                                      "(with --repair: detection and repair of corrupted text)")
     p.add_argument("checkpoint")
     p.add_argument("--data", help="dataset dir (default: the one the model was trained on)")
     p.add_argument("--samples", type=int, default=8, help="samples scored for word validity")
     p.add_argument("--max-windows", type=int, default=None,
                    help="score only the first N validation windows (default: the whole split)")
+    p.add_argument("--t-points", type=int, default=8,
+                   help="diffusion models: stratified times per window for the ELBO")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per forward pass (default: the checkpoint's train.batch_size)")
     p.add_argument("--repair", type=float, metavar="RATE",
                    help="instead: replace this fraction of characters of fixed validation "
                         "passages, report detection precision/recall/F1 and the character "
@@ -43,7 +48,8 @@ def run(args, extra: list[str]) -> int:
     else:
         from unmask.eval.report import evaluate_checkpoint
         result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device,
-                                     n_samples=args.samples, max_windows=args.max_windows)
+                                     n_samples=args.samples, max_windows=args.max_windows,
+                                     t_points=args.t_points, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result))
     else:

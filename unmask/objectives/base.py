@@ -21,13 +21,10 @@ import torch
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.data.windows import WindowLoader, contiguous_windows
+from unmask.runtime.distributed import rank
+from unmask.runtime.rng import seeded_generator
 
 Metrics = dict[str, float]  # validation figures; `val_loss` (lower is better) selects `best`
-
-EVAL_SEED = 1234
-
-EVAL_T_POINTS = 4
-
 
 def _val_windows(cfg: RunConfig, dataset: Dataset) -> torch.Tensor:
     """The first eval_batches * batch_size non-overlapping windows of the validation split."""
@@ -58,7 +55,8 @@ class Objective:
     def __init__(self, cfg: RunConfig, dataset: Dataset, device: torch.device):
         self.cfg, self.dataset, self.device = cfg, dataset, device
         self.tokenizer = dataset.tokenizer
-        self.generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
+        # The objective's own stream (masks, times, corruption) for this rank.
+        self.generator = seeded_generator(cfg.train.seed, "noise", rank(), device=device)
 
     def make_loader(self, seed: int) -> WindowLoader:
         """Training windows; objectives over labelled data override this."""

@@ -9,10 +9,19 @@ import torch
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.data.windows import contiguous_windows
-from unmask.eval.likelihood import build_eval_set, bytes_per_token, score_eval_set
+from unmask.eval.likelihood import (
+    VALIDATION_SEED,
+    build_eval_set,
+    bytes_per_token,
+    score_eval_set,
+)
 from unmask.noise.masking import mask_tokens, sample_times
-from unmask.objectives.base import EVAL_SEED, EVAL_T_POINTS, Batch, LossOutput, Objective
+from unmask.objectives.base import Batch, LossOutput, Objective
 from unmask.objectives.losses import masked_diffusion_loss
+
+# Training validation scores eval_batches * batch_size // VALIDATION_T_POINTS windows at this
+# many stratified times each: the same ELBO as `unmask eval --t-points 4 --max-windows N`.
+VALIDATION_T_POINTS = 4
 
 
 @dataclass
@@ -27,8 +36,10 @@ class MDLMObjective(Objective):
     def __init__(self, cfg: RunConfig, dataset: Dataset, device: torch.device):
         super().__init__(cfg, dataset, device)
         windows = contiguous_windows(dataset.val, cfg.model.block_size,
-                                     cfg.train.eval_batches * cfg.train.batch_size // EVAL_T_POINTS)
-        self.eval_set = build_eval_set(windows, self.tokenizer.mask_id, EVAL_T_POINTS, EVAL_SEED)
+                                     cfg.train.eval_batches * cfg.train.batch_size
+                                     // VALIDATION_T_POINTS)
+        self.eval_set = build_eval_set(windows, self.tokenizer.mask_id, VALIDATION_T_POINTS,
+                                       VALIDATION_SEED)
         self.bytes_per_token = bytes_per_token(self.tokenizer, windows)
 
     def make_batch(self, x0: torch.Tensor, step: int) -> DiffusionBatch:

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.errors import UserError
+from unmask.eval.likelihood import evaluating
 from unmask.eval.repair_metrics import detection_scores
 from unmask.noise.corruption import binary_corruption
-from unmask.eval.likelihood import evaluating
 from unmask.objectives.base import Batch, LossOutput, Objective, _val_windows
-from unmask.objectives.self_correction import EVAL_SEED
+from unmask.objectives.self_correction import VALIDATION_CORRUPTION_SEED
 from unmask.runtime.device import autocast
 
 
@@ -22,7 +22,7 @@ class RemaskBinaryObjective(Objective):
     Inputs: binary_corruption() (all real tokens; a row's swap rate is c * u as in the
     two-token task). Loss: cross-entropy per position, weight_remask_task on wrong positions.
     validate(): mean weighted CE (`val_loss`), detection precision/recall/F1 and accuracy on a
-    fixed validation set (EVAL_SEED).
+    fixed validation set (VALIDATION_CORRUPTION_SEED).
     """
 
     def __init__(self, cfg: RunConfig, dataset: Dataset, device: torch.device):
@@ -39,7 +39,7 @@ class RemaskBinaryObjective(Objective):
                                                            tok.special_tokens["remask_wrong_id"]]
         inputs, wrong = binary_corruption(_val_windows(cfg, dataset), self.sc, self.V,
                                           self.mask_id, self.wrong_id,
-                                          torch.Generator().manual_seed(EVAL_SEED))
+                                          torch.Generator().manual_seed(VALIDATION_CORRUPTION_SEED))
         self.eval_inputs, self.eval_targets = inputs, wrong.long()
 
     def class_logits(self, logits: torch.Tensor) -> torch.Tensor:

@@ -27,18 +27,20 @@ import torch
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.errors import UserError
+from unmask.eval.likelihood import VALIDATION_SEED, evaluating
 from unmask.eval.repair_metrics import detection_scores
 from unmask.model.readout import flag_from_logits, remask_id_for
 from unmask.noise.corruption import Corruption, corrupt, get_corruption_scheduler
 from unmask.objectives.base import Batch, LossOutput, Objective, _val_windows
-from unmask.eval.likelihood import evaluating
 from unmask.objectives.self_correction_loss import (
     MaskBiasController,
     task_weighted_loss,
 )
 from unmask.runtime.device import autocast
+from unmask.runtime.rng import derive_seed
 
-EVAL_SEED = 4321  # the fixed validation corruption (both tasks)
+# The fixed validation corruption of both self-correction objectives.
+VALIDATION_CORRUPTION_SEED = derive_seed(VALIDATION_SEED, "corruption")
 
 
 def _slice(c: Corruption, i: int, j: int, device: torch.device) -> Corruption:
@@ -59,7 +61,7 @@ class SelfCorrectionObjective(Objective):
     """[MASK]/[WRONG] corruption, task-weighted loss, curriculum, and the [MASK] bias controller.
 
     validate(): `val_loss` is the task-weighted loss per token on a fixed validation set
-    (EVAL_SEED, built once, at the full remask ratio and the full penalty, so values are
+    (VALIDATION_CORRUPTION_SEED, built once, at the full remask ratio and the full penalty, so values are
     comparable across the run); `detect_precision/recall/f1` score the flags (argmax over real
     tokens + remask id, with the current bias) against the swapped positions of that set;
     `fill_accuracy` is the argmax accuracy over real tokens at its [MASK] positions.
@@ -82,7 +84,7 @@ class SelfCorrectionObjective(Objective):
             self._controller_to_device()
         windows = _val_windows(cfg, dataset)
         self.eval_set = corrupt(windows, 1.0, self.sc, self.V, self.mask_id, self.wrong_id,
-                                torch.Generator().manual_seed(EVAL_SEED))
+                                torch.Generator().manual_seed(VALIDATION_CORRUPTION_SEED))
 
     # -------------------------------------------------------------- bias
     def _controller_to_device(self) -> None:

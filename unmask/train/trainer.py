@@ -23,8 +23,8 @@ from unmask.model.transformer import Transformer, describe
 from unmask.objectives.base import Metrics
 from unmask.objectives.registry import make_objective
 from unmask.runtime.device import autocast, autocast_dtype, pick_device
-from unmask.runtime.distributed import all_reduce_sum, is_main, world_size
-from unmask.runtime.rng import rng_state, seed_everything, set_rng_state
+from unmask.runtime.distributed import all_reduce_sum, is_main, rank, world_size
+from unmask.runtime.rng import derive_seed, rng_state, seed_everything, set_rng_state
 from unmask.train.metrics import Counters, MetricsLog, check_finite
 from unmask.train.optim import cosine_lr, make_optimizer
 from unmask.train.transfer import load_pretrained_weights, optimizer_summary
@@ -48,7 +48,7 @@ class Trainer:
         self.cfg, self.dataset, self.out_dir = complete_config(cfg, dataset), dataset, Path(out_dir)
         self.log = log if is_main() else (lambda *_: None)
         cfg = self.cfg
-        seed_everything(cfg.train.seed)
+        seed_everything(derive_seed(cfg.train.seed, "init"))  # weights, dropout: same on all ranks
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = pick_device(cfg.train.device)
@@ -60,7 +60,7 @@ class Trainer:
         if cfg.transfer.enabled:
             self.log(optimizer_summary(self.model, self.optimizer))
         self.objective = make_objective(cfg, dataset, self.device)
-        self.loader = self.objective.make_loader(cfg.train.seed)
+        self.loader = self.objective.make_loader(derive_seed(cfg.train.seed, "data", rank()))
         self.counters = Counters()
         if resume:
             self._resume(resume)
