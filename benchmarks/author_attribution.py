@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from common import Timer, header
+
 from unmask.config.presets import resolve_config
 from unmask.data.dataset import resolve_dataset
 from unmask.train.trainer import Trainer

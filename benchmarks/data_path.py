@@ -30,9 +30,9 @@ import torch
 from common import header
 
 from unmask.config.presets import resolve_config
-from unmask.objectives.curriculum import CurriculumState
 from unmask.data.dataset import Dataset
 from unmask.data.staged.prepare import prepare_staged_dataset
+from unmask.objectives.curriculum import CurriculumState
 from unmask.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

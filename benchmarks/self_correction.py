@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 import torch
-
 from common import Timer, header
+
 from unmask.cli.errors import parse_overrides
 from unmask.config.presets import resolve_config
 from unmask.data.dataset import resolve_dataset

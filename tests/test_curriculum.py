@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unmask.objectives.curriculum import CurriculumState, advance, stages_for_training
+from unmask.losses.unmasking import entropy_penalty_at, masked_token_loss
 from unmask.noise.stages import validate_stages
-from unmask.objectives.losses import entropy_penalty_at, masked_token_loss
+from unmask.objectives.curriculum import CurriculumState, advance, stages_for_training
 
 STAGES = [
     {"type": "sticky", "target_masked_ratio": 0.4, "p1_probability": 0.15,

@@ -7,17 +7,16 @@ import pytest
 import torch
 
 from unmask.config.presets import resolve_config
-from unmask.objectives.curriculum import CurriculumState
-from unmask.objectives.curriculum import CurriculumObjective
 from unmask.data.dataset import Dataset
 from unmask.data.prepare import prepare
 from unmask.data.staged.config import CHUNK_SIZE, StagedConfig, StagedDataError
 from unmask.data.staged.dataset import StagedData
-from unmask.data.staged.stream import paragraph_starts, valid_start_indices
 from unmask.data.staged.prepare import prepare_staged_dataset
-from unmask.text.reader import corpus_path
+from unmask.data.staged.stream import paragraph_starts, valid_start_indices
+from unmask.losses.unmasking import masked_token_loss
 from unmask.model.transformer import Transformer
-from unmask.objectives.losses import masked_token_loss
+from unmask.objectives.curriculum import CurriculumObjective, CurriculumState
+from unmask.text.reader import corpus_path
 from unmask.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -79,7 +79,7 @@ def test_bits_per_byte_counts_multibyte_characters():
 
 def test_cross_entropy_reference_matches_token_nll():
     """token_nll (used by every evaluator) against torch's functional cross-entropy."""
-    from unmask.objectives.losses import token_nll
+    from unmask.losses.likelihood import token_nll
 
     logits = torch.randn(2, 5, 9, generator=torch.Generator().manual_seed(1))
     targets = torch.randint(0, 7, (2, 5), generator=torch.Generator().manual_seed(2))

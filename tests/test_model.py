@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from unmask.config.schema import ModelConfig
 from unmask.config.io import ConfigError
+from unmask.config.schema import ModelConfig
 from unmask.model.transformer import Transformer
 
 

@@ -2,8 +2,8 @@ import math
 
 import torch
 
+from unmask.losses.likelihood import masked_diffusion_loss
 from unmask.noise.masking import mask_tokens, sample_times
-from unmask.objectives.losses import masked_diffusion_loss
 from unmask.train.optim import cosine_lr
 
 V, MASK = 65, 65

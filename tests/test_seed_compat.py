@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.test_curriculum_task import make_tiny_dataset
 
+from tests.test_curriculum_task import make_tiny_dataset
 from unmask.cli.main import main as unmask_main
-from unmask.config.io import ConfigError, read_config_file
 from unmask.cli.seed_run import load_seed_run, main
+from unmask.config.io import ConfigError, read_config_file
 from unmask.config.seed_names import translate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
-from unmask.objectives.self_correction_loss import MaskBiasController, task_weighted_loss
 from unmask.config.schema import SelfCorrectionConfig
 from unmask.eval.repair_metrics import char_error_rate, detection_scores
+from unmask.losses.self_correction import task_weighted_loss
 from unmask.noise.corruption import corrupt, corrupt_text_ids, get_corruption_scheduler
+from unmask.objectives.self_correction_controller import MaskBiasController
 
 V, MASK, WRONG, VEXT = 65, 65, 66, 72
 

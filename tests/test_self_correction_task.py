@@ -3,13 +3,13 @@ import json
 import pytest
 import torch
 
-from unmask.model.checkpoint import load_checkpoint
 from unmask.config.presets import resolve_config
-from unmask.objectives.self_correction_loss import task_weighted_loss
-from unmask.objectives.remask_binary import RemaskBinaryObjective
-from unmask.objectives.self_correction import SelfCorrectionObjective
+from unmask.losses.self_correction import task_weighted_loss
+from unmask.model.checkpoint import load_checkpoint
 from unmask.model.pretrained import checkpoint_mask_logit_bias
 from unmask.objectives.registry import make_objective
+from unmask.objectives.remask_binary import RemaskBinaryObjective
+from unmask.objectives.self_correction import SelfCorrectionObjective
 from unmask.train.trainer import Trainer
 
 V = 65  # Tiny Shakespeare's characters; [MASK] = 65, [WRONG] = 66, [GOOD] = 67, [BAD] = 68

@@ -6,7 +6,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unmask.noise.stages import MASKING_STRATEGIES, apply_stage_masking, bert_corruption, mixed_stage_masking, random_ratio_mask, sticky_mask
+from unmask.noise.stages import (
+    MASKING_STRATEGIES,
+    apply_stage_masking,
+    bert_corruption,
+    mixed_stage_masking,
+    random_ratio_mask,
+    sticky_mask,
+)
 
 MASK = 99
 FAST = settings(max_examples=8, deadline=None)

@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from unmask.model import checkpoint as ckpt
 from unmask.config.presets import resolve_config
-from unmask.noise.masking import mask_tokens, sample_times
-from unmask.objectives.losses import masked_diffusion_loss
+from unmask.losses.likelihood import masked_diffusion_loss
+from unmask.model import checkpoint as ckpt
 from unmask.model.pretrained import load_pretrained
+from unmask.noise.masking import mask_tokens, sample_times
 from unmask.train.trainer import Trainer
 
 

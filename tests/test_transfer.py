@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from unmask.model.checkpoint import CheckpointError
 from unmask.config.presets import resolve_config
 from unmask.data.authors import prepare_authors
 from unmask.data.dataset import Dataset, DatasetError
+from unmask.model.checkpoint import CheckpointError
 from unmask.train.trainer import Trainer
 
 TINY = {"model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32, "model.block_size": 33,
@@ -37,7 +37,6 @@ def classifier_config(pretrained, mode, **extra):
 
 def test_authors_split_by_position_without_overlap(authors):
     from unmask.data.authors import load_passages
-
     from unmask.text.reader import load_text
 
     p = load_passages(authors.path)

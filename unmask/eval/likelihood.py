@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from unmask.losses.likelihood import masked_diffusion_loss, token_nll
 from unmask.noise.masking import mask_tokens
-from unmask.objectives.losses import masked_diffusion_loss, token_nll
 from unmask.runtime.device import autocast
 
 # Validation masks do not depend on a run's seed, so different runs are scored on the same

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from unmask.config.schema import REMASK_TARGETS
-from unmask.errors import UserError
+from unmask.noise.corruption import remask_id_for as remask_id_for  # re-exported
 
 
 def flag_from_logits(logits: torch.Tensor, vocab_size: int, remask_id: int,
@@ -20,10 +19,3 @@ def flag_logit_bias(remask_id: int, mask_id: int, mask_logit_bias: float,
     """What is added to the flag logit: the controller's [MASK] bias (single-token variant
     only, where the flag *is* [MASK]) plus the user's `flag_bias`."""
     return (mask_logit_bias if remask_id == mask_id else 0.0) + flag_bias
-
-def remask_id_for(remask_target: str, mask_id: int, wrong_id: int) -> int:
-    """The id the model outputs to flag a visible token as wrong."""
-    if remask_target not in REMASK_TARGETS:
-        raise UserError(f"remask_target must be one of {', '.join(REMASK_TARGETS)}, "
-                         f"got '{remask_target}'")
-    return wrong_id if remask_target == "wrong" else mask_id

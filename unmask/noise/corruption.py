@@ -15,9 +15,17 @@ from dataclasses import dataclass
 
 import torch
 
-from unmask.config.schema import SelfCorrectionConfig
+from unmask.config.schema import REMASK_TARGETS, SelfCorrectionConfig
 from unmask.errors import UserError
-from unmask.model.readout import remask_id_for
+
+
+def remask_id_for(remask_target: str, mask_id: int, wrong_id: int) -> int:
+    """The id the model outputs to flag a visible token as wrong."""
+    if remask_target not in REMASK_TARGETS:
+        raise UserError(f"remask_target must be one of {', '.join(REMASK_TARGETS)}, "
+                         f"got '{remask_target}'")
+    return wrong_id if remask_target == "wrong" else mask_id
+
 
 
 def _ramp(it: int, warmup: int) -> float:

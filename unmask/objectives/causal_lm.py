@@ -8,8 +8,8 @@ from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.data.windows import contiguous_windows
 from unmask.eval.likelihood import bytes_per_token, causal_nll
+from unmask.losses.likelihood import token_nll
 from unmask.objectives.base import Batch, LossOutput, Objective
-from unmask.objectives.losses import token_nll
 
 
 class CausalLMObjective(Objective):

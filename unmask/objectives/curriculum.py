@@ -26,9 +26,10 @@ from unmask.data.dataset import Dataset
 from unmask.data.staged.dataset import StagedData
 from unmask.errors import UserError
 from unmask.eval.likelihood import evaluating
+from unmask.losses.likelihood import token_nll
+from unmask.losses.unmasking import entropy_penalty_at, masked_token_loss
 from unmask.noise.stages import bert_corruption, describe_stage
 from unmask.objectives.base import Batch, LossOutput, Metrics, Objective
-from unmask.objectives.losses import entropy_penalty_at, masked_token_loss, token_nll
 from unmask.runtime.device import autocast
 
 

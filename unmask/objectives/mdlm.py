@@ -15,9 +15,9 @@ from unmask.eval.likelihood import (
     bytes_per_token,
     score_eval_set,
 )
+from unmask.losses.likelihood import masked_diffusion_loss
 from unmask.noise.masking import mask_tokens, sample_times
 from unmask.objectives.base import Batch, LossOutput, Objective
-from unmask.objectives.losses import masked_diffusion_loss
 
 # Training validation scores eval_batches * batch_size // VALIDATION_T_POINTS windows at this
 # many stratified times each: the same ELBO as `unmask eval --t-points 4 --max-windows N`.

@@ -29,13 +29,16 @@ from unmask.data.dataset import Dataset
 from unmask.errors import UserError
 from unmask.eval.likelihood import VALIDATION_SEED, evaluating
 from unmask.eval.repair_metrics import detection_scores
-from unmask.model.readout import flag_from_logits, remask_id_for
-from unmask.noise.corruption import Corruption, corrupt, get_corruption_scheduler
-from unmask.objectives.base import Batch, LossOutput, Objective, _val_windows
-from unmask.objectives.self_correction_loss import (
-    MaskBiasController,
-    task_weighted_loss,
+from unmask.losses.self_correction import task_weighted_loss
+from unmask.model.readout import flag_from_logits
+from unmask.noise.corruption import (
+    Corruption,
+    corrupt,
+    get_corruption_scheduler,
+    remask_id_for,
 )
+from unmask.objectives.base import Batch, LossOutput, Objective, _val_windows
+from unmask.objectives.self_correction_controller import MaskBiasController
 from unmask.runtime.device import autocast
 from unmask.runtime.rng import derive_seed
 

@@ -1,4 +1,5 @@
-"""Losses. Each returns (sum, count) so accumulation normalises over the whole window."""
+"""The staged curriculum's unmasking loss (seeds 000/001): cross-entropy on masked positions
+with optional mask-ratio weighting, label smoothing and an entropy penalty."""
 
 from __future__ import annotations
 
@@ -8,31 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from unmask.errors import UserError
-from unmask.noise.schedules import LinearSchedule
-
-
-def token_nll(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Per-position negative log-likelihood over the first `vocab_size` (real) tokens.
-
-    Restricting the softmax to real tokens is MDLM's SUBS parameterisation: the denoiser puts
-    zero mass on [MASK] and the other special tokens. Shape (B, L).
-    """
-    real = logits[..., :vocab_size].float()
-    return F.cross_entropy(real.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
-
-
-def masked_diffusion_loss(logits: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor,
-                          t: torch.Tensor, vocab_size: int, schedule=LinearSchedule
-                          ) -> tuple[torch.Tensor, int]:
-    """Continuous-time MDLM ELBO (Sahoo et al. 2024, eq. 10), as a sum over tokens.
-
-    Each sequence contributes sum over its masked positions of CE * w(t), with w(t) = 1/t for
-    the linear schedule. Dividing the sum by the token count gives an upper bound on the NLL
-    per token in nats, directly comparable to an autoregressive model's loss.
-    """
-    nll = token_nll(logits, x0, vocab_size)
-    weight = schedule.elbo_weight(t).to(nll.device)[:, None]
-    return (nll * masked * weight).sum(), x0.numel()
 
 
 def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor,

@@ -1,0 +1,1 @@
+"""Losses: pure functions of logits and targets, shared by objectives (training) and eval."""
