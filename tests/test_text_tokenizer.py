@@ -48,7 +48,7 @@ def test_missing_file_is_named():
 
 
 def test_gutenberg_header_and_footer_stripped():
-    name, text = load_text("frankenstein")
+    _, text = load_text("frankenstein")
     assert "Project Gutenberg" not in text[:2000]
     assert "*** END OF" not in text and "*** START OF" not in text
     assert "Frankenstein" in text[:500]

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from unmask.data.prepare import TRAIN_FRACTION, build_meta
 from unmask.text.reader import load_text
-from unmask.text.tokenizers.char import CharTokenizer
+from unmask.text.tokenizers import CharTokenizer
 
 AUTHORS = (("tinyshakespeare", "Shakespeare"), ("frankenstein", "Shelley"),
            ("pride_and_prejudice", "Austen"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from unmask.data.prepare import prepare
 from unmask.errors import UserError
-from unmask.text.tokenizers.char import CharTokenizer
+from unmask.text.tokenizers import Tokenizer, load_tokenizer_file
 
 
 class DatasetError(UserError):
@@ -24,12 +25,12 @@ class Dataset:
 
     path: Path
     meta: dict
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     train: torch.Tensor
     val: torch.Tensor
 
     @classmethod
-    def load(cls, path: str | Path) -> "Dataset":
+    def load(cls, path: str | Path) -> Dataset:
         path = Path(path)
         missing = [f for f in ("meta.json", "tokenizer.json", "train.bin", "val.bin")
                    if not (path / f).is_file()]
@@ -39,13 +40,29 @@ class Dataset:
             raise DatasetError(f"{path} is not a prepared dataset (missing "
                                f"{', '.join(missing)}); {fix}")
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        tokenizer = CharTokenizer.load(path / "tokenizer.json")
+        tokenizer = load_tokenizer_file(path / "tokenizer.json")
         splits = [torch.from_numpy(np.fromfile(path / f"{s}.bin", dtype=np.uint16).astype(np.int64))
                   for s in ("train", "val")]
         return cls(path, meta, tokenizer, *splits)
 
     def split(self, name: str) -> torch.Tensor:
         return {"train": self.train, "val": self.val}[name]
+
+    def split_bytes(self, name: str) -> int:
+        """UTF-8 bytes of a split's text: nats/token * tokens / (bytes * ln 2) is bits/byte,
+        the loss figure that compares across tokenizers."""
+        table = torch.tensor(self.tokenizer.token_bytes(), dtype=torch.int64)
+        return int(table[self.split(name)].sum())
+
+    @cached_property
+    def val_bytes(self) -> int:
+        """UTF-8 bytes of the validation split (see `split_bytes`)."""
+        return self.split_bytes("val")
+
+    @property
+    def val_bytes_per_token(self) -> float:
+        """Mean UTF-8 bytes per validation token: bits/byte = nats/token / (this * ln 2)."""
+        return self.val_bytes / len(self.val)
 
     def check_mode(self, mode: str) -> None:
         supported = self.meta.get("supported_model_modes", [])

@@ -16,7 +16,7 @@ import numpy as np
 
 from unmask.errors import UserError
 from unmask.text.reader import load_text
-from unmask.text.tokenizers.char import CharTokenizer
+from unmask.text.tokenizers import CharTokenizer, Tokenizer
 
 FORMAT_VERSION = 1
 
@@ -25,19 +25,24 @@ TRAIN_FRACTION = 0.9
 DEFAULT_BLOCK_SIZE = 1024
 
 
-def build_meta(tokenizer: CharTokenizer, name: str, digest: str, n_train: int, n_val: int,
+def build_meta(tokenizer: Tokenizer, name: str, digest: str, n_train: int, n_val: int,
                block_size: int) -> dict:
-    """meta.json, with the fields seed 001 lists plus provenance."""
+    """meta.json, with the fields seed 001 lists plus provenance.
+
+    Only a character vocabulary is spelled out (seed 001's itos/stoi); any other tokenizer's
+    vocabulary lives in tokenizer.json alone, and `dataset_type` names its kind.
+    """
+    chars = isinstance(tokenizer, CharTokenizer)
     return {
         "format_version": FORMAT_VERSION,
         "name": name,
         "source_sha256": digest,
         "vocab_size": tokenizer.vocab_size,
-        "itos": {str(i): ch for i, ch in tokenizer.itos.items()},
-        "stoi": tokenizer.stoi,
+        **({"itos": {str(i): ch for i, ch in tokenizer.itos.items()},
+            "stoi": tokenizer.stoi} if chars else {}),
         "extended_vocab_size": tokenizer.extended_vocab_size,
         "special_tokens": tokenizer.special_tokens,
-        "dataset_type": "character",
+        "dataset_type": "character" if chars else tokenizer.kind,
         "block_size": block_size,
         "supported_model_modes": ["language_model", "token_classifier"],
         "train_tokens": n_train,

@@ -16,13 +16,13 @@ from unmask.model.checkpoint import (
 )
 from unmask.model.transformer import Transformer
 from unmask.runtime.device import pick_device
-from unmask.text.tokenizers.char import CharTokenizer
+from unmask.text.tokenizers import Tokenizer, load_tokenizer
 
 
 @dataclass
 class Pretrained:
     model: Transformer
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     config: RunConfig
     meta: dict
     path: str
@@ -35,7 +35,7 @@ def load_pretrained(path: str, device: str = "auto") -> Pretrained:
     model = Transformer(config.model)
     load_weights(model, loaded["weights"])
     model.to(pick_device(device)).eval()
-    return Pretrained(model, CharTokenizer.from_json(loaded["tokenizer"]), config,
+    return Pretrained(model, load_tokenizer(loaded["tokenizer"]), config,
                       loaded["meta"], str(loaded["path"]))
 
 

@@ -34,6 +34,7 @@ from unmask.data.staged.stream import (
 from unmask.noise.stages import stage_mask
 from unmask.runtime.rng import seeded_generator
 from unmask.text.reader import CORPORA
+from unmask.text.tokenizers import load_tokenizer_file, single_token_id
 
 # ----------------------------------------------------------------------------- preparation
 
@@ -181,12 +182,12 @@ def prepare_staged_dataset(folder: str | Path, log=print) -> Path:
     if _prepared_complete(folder, meta, cfg, digest):
         log(f"{folder.name}: already prepared (delete meta.json to force)")
         return folder
-    from unmask.text.tokenizers.char import CharTokenizer
-
-    tokenizer = CharTokenizer.load(folder / "tokenizer.json")
-    newline_id = tokenizer.stoi.get("\n")
+    # paragraphs start after a newline, so the newline must be one token of its own
+    tokenizer = load_tokenizer_file(folder / "tokenizer.json")
+    newline_id = single_token_id(tokenizer, "\n")
     if cfg.use_paragraph_boundaries and newline_id is None:
-        raise StagedDataError("USE_PARAGRAPH_BOUNDARIES needs newlines in the text")
+        raise StagedDataError("USE_PARAGRAPH_BOUNDARIES needs a newline that is one token of "
+                              "its own, and this text or tokenizer has none; set it to False")
     log(f"{folder.name}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
         f"block size {cfg.block_size}, seed {cfg.seed}")
     valid = _write_cached_data(folder, cfg, newline_id)

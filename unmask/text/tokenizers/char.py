@@ -7,28 +7,27 @@ and the remaining specials. Saved and loaded as JSON; nothing is ever pickled.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from unmask.errors import UserError
+from unmask.text.tokenizers.base import SPECIALS, special_ids_after, unknown_special
 
-SPECIAL_TOKENS = (
-    ("mask_token_id", "[MASK]"),
-    ("wrong_token_id", "[WRONG]"),
-    ("remask_good_id", "[GOOD]"),
-    ("remask_wrong_id", "[BAD]"),
-    ("pad_token_id", "[PAD]"),
-    ("cls_token_id", "[CLS]"),
-    ("sep_token_id", "[SEP]"),
-)
+# (legacy key, rendered text) in id order; kept for callers written before `special_id`.
+SPECIAL_TOKENS = tuple((key, text) for _, key, text in SPECIALS)
 
 
 @dataclass(frozen=True)
 class CharTokenizer:
+    """Implements `Tokenizer` (base.py); the char pipeline also reads `chars`/`stoi`/`itos`."""
+
     chars: tuple[str, ...]
+    kind: ClassVar[str] = "char"
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         return cls(tuple(sorted(set(text))))
 
     @property
@@ -48,6 +47,12 @@ class CharTokenizer:
     def mask_id(self) -> int:
         return self.vocab_size
 
+    def special_id(self, name: str) -> int:
+        ids = special_ids_after(self.vocab_size)
+        if name not in ids:
+            raise unknown_special(name)
+        return ids[name]
+
     @property
     def stoi(self) -> dict[str, int]:
         return {ch: i for i, ch in enumerate(self.chars)}
@@ -66,7 +71,14 @@ class CharTokenizer:
             )
         return [stoi[ch] for ch in text]
 
-    def decode(self, ids) -> str:
+    def token_bytes(self) -> list[int]:
+        return [len(ch.encode("utf-8")) for ch in self.chars] + [0] * len(SPECIAL_TOKENS)
+
+    def count_bytes(self, ids: Iterable[int]) -> int:
+        table = self.token_bytes()
+        return sum(table[int(i)] for i in ids)
+
+    def decode(self, ids: Iterable[int]) -> str:
         """Decode ids; special tokens render as their names (e.g. [MASK])."""
         names = [name for _, name in SPECIAL_TOKENS]
         out = []
@@ -76,12 +88,12 @@ class CharTokenizer:
         return "".join(out)
 
     def to_json(self) -> dict:
-        return {"type": "char", "chars": list(self.chars),
+        return {"type": self.kind, "chars": list(self.chars),
                 "special_tokens": [name for _, name in SPECIAL_TOKENS]}
 
     @classmethod
-    def from_json(cls, data: dict) -> "CharTokenizer":
-        if data.get("type") != "char" or not isinstance(data.get("chars"), list):
+    def from_json(cls, data: dict) -> CharTokenizer:
+        if data.get("type") != cls.kind or not isinstance(data.get("chars"), list):
             raise UserError("tokenizer.json is not a character tokenizer written by unmask")
         return cls(tuple(data["chars"]))
 
@@ -89,5 +101,5 @@ class CharTokenizer:
         Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: Path) -> "CharTokenizer":
+    def load(cls, path: Path) -> CharTokenizer:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
