@@ -3,10 +3,10 @@ import torch
 import torch.nn as nn
 
 from unmask.config.schema import ModelConfig
-from unmask.model.transformer import Transformer
-from unmask.sampling.remask import detect_wrong, remask_generate, repair
-from unmask.noise.corruption import corrupt_text_ids
 from unmask.eval.repair_metrics import detection_scores
+from unmask.model.transformer import Transformer
+from unmask.noise.corruption import corrupt_text_ids
+from unmask.sampling.remask import detect_wrong, remask_generate, repair
 
 V, MASK, WRONG, VEXT = 65, 65, 66, 72
 
@@ -88,8 +88,11 @@ def test_flip_flop_is_capped():
     states = _run(AlwaysFlag(), tokens, max_steps=20, max_remasks=2, unmask_per_step=16)
     remasks = sum(s.remasked.long() for s in states)
     assert remasks.min() == remasks.max() == 2
-    # fill, flag all, fill, flag all, fill; then every position is capped: a fixed point.
-    assert len(states) == 5 and (states[-1].tokens < V).all()
+    # fill, flag all, fill, flag all, fill; then every position is capped: the sixth pass
+    # finds nothing to do and is yielded as a check that changes nothing.
+    assert len(states) == 6 and (states[-1].tokens < V).all()
+    assert not states[-1].revealed.any() and not states[-1].remasked.any()
+    assert states[-1].done.all() and not states[-2].done.any()
 
 
 def test_unmask_per_step_and_last_step_fills_all(model):
@@ -109,8 +112,10 @@ def test_oracle_repairs_corruption_and_detects_exactly():
     fixed = repair(oracle, vocab_size=V, mask_id=MASK, wrong_id=WRONG, corrupted=corrupted,
                    max_steps=8)
     assert torch.equal(fixed, clean)
-    # A clean text is a fixed point: the first check finds nothing, so nothing is yielded.
-    assert _run(oracle, clean, max_steps=8) == []
+    # A clean text is a fixed point: the first check finds nothing and changes nothing.
+    (check,) = _run(oracle, clean, max_steps=8)
+    assert torch.equal(check.tokens, clean) and check.done.all() and check.network_calls == 1
+    assert not check.revealed.any() and not check.remasked.any()
 
 
 def test_single_token_oracle_repairs():

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from unmask.model.transformer import Transformer
-from unmask.sampling.unmasking import POLICIES, generate, sample
 from unmask.sampling.base import filter_logits
+from unmask.sampling.unmasking import POLICIES, generate, sample
 
 V, MASK = 65, 65
 

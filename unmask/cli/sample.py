@@ -5,32 +5,35 @@ from __future__ import annotations
 import json
 
 from unmask.cli.errors import reject_extra
-from unmask.errors import UserError
 
 NAME = "sample"
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(NAME, help="generate text by iterative unmasking")
+    p = sub.add_parser(NAME, help="generate text from a checkpoint, streamed step by step")
     p.add_argument("checkpoint", help="checkpoint dir or run dir (best, else latest)")
-    p.add_argument("--policy", help="unmasking order: confidence or random; remask (a "
-                                    "self_correction checkpoint): also re-mask tokens it flags")
+    p.add_argument("--policy", help="sampler: confidence or random (unmasking order), causal "
+                                    "(a language_model checkpoint), remask (a self_correction "
+                                    "checkpoint: also re-mask tokens it flags); default: the "
+                                    "checkpoint's sample.policy if it fits, else one that does")
     p.add_argument("--steps", type=int)
     p.add_argument("--length", type=int, help="characters to generate after the prompt")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--block-length", type=int, help="fill left to right in blocks of this size")
+    p.add_argument("--gumbel64", action="store_true",
+                   help="draw tokens by float64 Gumbel-max (float32 noise under-samples rare "
+                        "tokens; ReMDM)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prompt", default="", help="fixed prefix")
+    p.add_argument("--prompt", default="", help="fixed prefix (default: the sampler's own)")
     p.add_argument("--num-samples", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
 
 
-
-def _texts(pre, tokens, prompt_len: int) -> list[str]:
-    return [pre.tokenizer.decode(row[prompt_len:].tolist()) for row in tokens]
+def _given(value, default):
+    return default if value is None else value
 
 
 def run(args, extra: list[str]) -> int:
@@ -38,55 +41,25 @@ def run(args, extra: list[str]) -> int:
     import torch
 
     from unmask.model.pretrained import load_pretrained
-    from unmask.sampling.base import final_state
-    from unmask.sampling.causal import generate_causal
-    from unmask.sampling.unmasking import sample
+    from unmask.sampling.base import SampleRequest, final_state
+    from unmask.sampling.registry import pick_sampler
 
     pre = load_pretrained(args.checkpoint, args.device)
-    s, mode = pre.config.sample, pre.config.model.mode
-    if mode == "sequence_classifier":
-        raise UserError(f"{pre.path} is a sequence classifier; it classifies, it does not sample")
-    common = dict(
-        vocab_size=pre.tokenizer.vocab_size, mask_id=pre.tokenizer.mask_id,
-        num_samples=args.num_samples or s.num_samples,
-        temperature=s.temperature if args.temperature is None else args.temperature,
-        top_k=s.top_k if args.top_k is None else args.top_k,
-        top_p=s.top_p if args.top_p is None else args.top_p,
-        generator=torch.Generator().manual_seed(args.seed))
-    policy = args.policy or s.policy
-    if policy == "remask":
-        from unmask.model.pretrained import (
-            checkpoint_mask_logit_bias,
-            require_self_correction,
-        )
-        from unmask.sampling.remask import remask_sample
-
-        require_self_correction(pre.config, pre.path, "--policy remask")
-        if args.block_length:
-            raise UserError("--policy remask fills the whole span; drop --block-length")
-        prompt = args.prompt
-        prompt_ids = pre.tokenizer.encode(prompt) if prompt else []
-        length = args.length or min(s.length, pre.config.model.block_size - len(prompt_ids))
-        tokens = remask_sample(
-            pre.model, wrong_id=pre.tokenizer.special_tokens["wrong_token_id"], length=length,
-            prompt_ids=prompt_ids, steps=args.steps or s.steps,
-            remask_target=pre.config.self_correction.remask_target,
-            mask_logit_bias=checkpoint_mask_logit_bias(pre.path, pre.config), **common)
-    elif mode == "language_model":
-        prompt = args.prompt or "\n"
-        prompt_ids = pre.tokenizer.encode(prompt)
-        length = args.length or s.length
-        tokens = final_state(generate_causal(pre.model, length=length, prompt_ids=prompt_ids,
-                                             **common)).tokens
-    else:
-        prompt = args.prompt
-        prompt_ids = pre.tokenizer.encode(prompt) if prompt else []
-        length = args.length or min(s.length, pre.config.model.block_size - len(prompt_ids))
-        tokens = sample(pre.model, length=length, prompt_ids=prompt_ids,
-                        steps=args.steps or s.steps, policy=policy,
-                        block_length=s.block_length if args.block_length is None
-                        else args.block_length, **common)
-    texts = [prompt + t for t in _texts(pre, tokens, len(prompt_ids))]
+    s, tok, block = pre.config.sample, pre.tokenizer, pre.config.model.block_size
+    sampler = pick_sampler(args.policy, pre)
+    prompt = args.prompt or sampler.default_prompt
+    prompt_ids = tok.encode(prompt) if prompt else []
+    longest = sampler.max_length(block, len(prompt_ids))
+    request = SampleRequest(
+        length=args.length or (s.length if longest is None else min(s.length, longest)),
+        mask_id=tok.mask_id, vocab_size=tok.vocab_size, prompt_ids=tuple(prompt_ids),
+        num_samples=args.num_samples or s.num_samples, steps=args.steps or s.steps,
+        temperature=_given(args.temperature, s.temperature), top_k=_given(args.top_k, s.top_k),
+        top_p=_given(args.top_p, s.top_p), block_length=_given(args.block_length, s.block_length),
+        gumbel64=args.gumbel64)
+    generator = torch.Generator().manual_seed(args.seed)
+    tokens = final_state(sampler.generate(pre.model, request, generator)).tokens
+    texts = [prompt + tok.decode(row[len(prompt_ids):].tolist()) for row in tokens]
     if args.json:
         print(json.dumps({"checkpoint": pre.path, "samples": texts}, ensure_ascii=False))
     else:

@@ -1,55 +1,161 @@
-"""What every sampler shares: token draws with temperature / top-k / top-p, the step stream."""
+"""What every sampler shares: the request, the per-step event stream, the one prompt/length
+check, and running a model in eval mode without leaving it there.
+
+A sampler is anything with `generate(model, request, generator) -> Iterator[StepEvent]`; the
+CLI, a terminal view and a web page all consume that one stream (see `registry.SAMPLERS`).
+"""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
+import torch.nn as nn
 
 from unmask.errors import UserError
+from unmask.sampling.draw import filter_logits, sample_tokens  # noqa: F401  (public here too)
 
 
-@dataclass
-class StepState:
-    step: int  # 1-based step index
+@dataclass(frozen=True)
+class SampleRequest:
+    """What to generate; the same for every sampler (each ignores what it has no use for)."""
+
+    length: int  # tokens to generate after the prompt
+    mask_id: int  # the [MASK] id: positions still hidden read this
+    vocab_size: int  # real (text) tokens are ids below this; only these are ever drawn
+    prompt_ids: tuple[int, ...] = ()  # fixed prefix, never changed
+    num_samples: int = 1  # rows of the batch
+    steps: int = 64  # step budget (a causal sampler takes one step per token instead)
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = no top-k filter
+    top_p: float = 1.0  # 1 = no nucleus filter
+    block_length: int = 0  # > 0: fill left to right in blocks of this size (LLaDA)
+    gumbel64: bool = False  # draw by float64 Gumbel-max instead of multinomial (ReMDM)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt_ids", tuple(int(i) for i in self.prompt_ids))
+        if self.length <= 0:
+            raise UserError("nothing to generate: --length must be positive")
+        if self.num_samples <= 0 or self.steps <= 0:
+            raise UserError("--num-samples and --steps must be positive")
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise UserError("need --temperature >= 0, --top-k >= 0 and --top-p in (0, 1]")
+        if self.block_length < 0:
+            raise UserError("--block-length must be >= 0 (0: the whole span at once)")
+        if any(not 0 <= i < self.vocab_size for i in self.prompt_ids):
+            raise UserError("the prompt must hold real tokens only, not [MASK] or specials")
+
+    @property
+    def total(self) -> int:
+        return len(self.prompt_ids) + self.length
+
+
+@dataclass(frozen=True, eq=False)  # tensors: compare fields, not events
+class StepEvent:
+    """The state after one step: enough for a terminal or web view to draw it.
+
+    All tensors are on the model's device and never shared with the sampler's own state.
+    """
+
+    step: int  # 1-based index of this step
     steps: int  # step budget
-    tokens: torch.Tensor  # (B, L) current sequence, [MASK] where still hidden
-    revealed: torch.Tensor  # (B, L) bool, positions revealed at this step
-    remaining: int  # masked positions left over the whole batch
+    network_calls: int  # forward passes so far, this one included
+    tokens: torch.Tensor  # (B, L) current ids, prompt included; [MASK] where hidden
+    masked: torch.Tensor  # (B, L) bool, still hidden
+    revealed: torch.Tensor  # (B, L) bool, revealed at this step
+    remasked: torch.Tensor  # (B, L) bool, hidden again at this step (remask sampler only)
+    confidence: torch.Tensor  # (B, L) probability of each token revealed now, 0 elsewhere
+    done: torch.Tensor  # (B,) bool, this row will not change any more
+
+    @property
+    def remaining(self) -> int:
+        """Masked positions left over the whole batch (a GPU sync: for logs, not loops)."""
+        return int(self.masked.sum())
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Keep the top-k logits and/or the smallest nucleus of mass >= top_p; others -> -inf."""
-    if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # mass before this token
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+StepState = StepEvent  # the old name, for callers not yet moved
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per position; return (tokens, probability of each drawn token)."""
-    if temperature == 0:
-        probs = logits.float().softmax(-1)
-        conf, tokens = probs.max(-1)
-        return tokens, conf
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
-    probs = logits.softmax(-1)
-    flat = probs.reshape(-1, probs.size(-1))
-    tokens = torch.multinomial(flat.cpu(), 1, generator=generator).to(probs.device)
-    tokens = tokens.view(probs.shape[:-1])
-    return tokens, probs.gather(-1, tokens[..., None]).squeeze(-1)
+def step_event(step: int, steps: int, network_calls: int, tokens: torch.Tensor, mask_id: int,
+               revealed: torch.Tensor, confidence: torch.Tensor,
+               remasked: torch.Tensor | None = None, done: torch.Tensor | None = None
+               ) -> StepEvent:
+    """A StepEvent from a sampler's state; `done` defaults to "no [MASK] left in the row"."""
+    masked = tokens == mask_id
+    return StepEvent(
+        step, steps, network_calls, tokens.clone(), masked, revealed,
+        torch.zeros_like(revealed) if remasked is None else remasked,
+        torch.where(revealed, confidence.float(), 0.0),
+        ~masked.any(-1) if done is None else done)
 
 
-def final_state(stream: Iterator[StepState]) -> StepState:
-    """Drain a step stream and return its last state."""
+class Sampler(Protocol):
+    """One decoding strategy; `generate` yields a StepEvent after every step."""
+
+    default_prompt: str  # what the CLI samples after when the user gives no prompt
+
+    def generate(self, model: nn.Module, request: SampleRequest,
+                 generator: torch.Generator | None) -> Iterator[StepEvent]: ...
+
+    def max_length(self, block_size: int, prompt_len: int) -> int | None:
+        """The longest `length` this sampler can produce after a prompt (None: no limit)."""
+        ...
+
+
+def context_max_length(block_size: int, prompt_len: int) -> int:
+    """Samplers that see the whole sequence at once: prompt + generated must fit the context."""
+    return block_size - prompt_len
+
+
+def check_request(request: SampleRequest, block_size: int, max_length: int | None,
+                  min_prompt: int = 0) -> None:
+    """The one prompt/length check every sampler runs before its first forward pass."""
+    P = len(request.prompt_ids)
+    if P < min_prompt:
+        raise UserError(f"this sampler needs a prompt of at least {min_prompt} token(s) "
+                        "(e.g. --prompt '\\n')")
+    if max_length is not None and request.length > max_length:
+        raise UserError(f"prompt ({P}) + length ({request.length}) exceeds the model's "
+                        f"context {block_size}; ask for a shorter --length")
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside; every module's own training flag restored after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def eval_stream(model: nn.Module, events: Iterator[StepEvent]) -> Iterator[StepEvent]:
+    """Run a sampler's steps in eval mode without gradients, handing the model back as it was
+    around every yield: a consumer that stops early, or keeps the generator and never closes
+    it, still finds its model as it left it (a trainer sampling mid-run keeps training mode).
+    """
+    try:
+        while True:
+            with evaluating(model):
+                event = next(events, None)
+            if event is None:
+                return
+            yield event
+    finally:
+        events.close()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def final_state(stream: Iterator[StepEvent]) -> StepEvent:
+    """Drain a step stream and return its last event."""
     final = None
     for final in stream:
         pass

@@ -13,20 +13,25 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+import torch.nn as nn
 
 from unmask.errors import UserError
-from unmask.model.readout import flag_from_logits, flag_logit_bias, remask_id_for
-from unmask.model.transformer import Transformer
-from unmask.sampling.base import StepState, sample_tokens
+from unmask.model.readout import flag_from_logits, flag_logit_bias
+from unmask.noise.corruption import remask_id_for
+from unmask.sampling.base import (
+    SampleRequest,
+    StepEvent,
+    check_request,
+    context_max_length,
+    eval_stream,
+    evaluating,
+    model_device,
+    step_event,
+)
+from unmask.sampling.draw import device_generator, sample_tokens
 
 
-@dataclass
-class RemaskStepState(StepState):
-    remasked: torch.Tensor  # (B, L) bool, visible positions flagged and re-masked at this step
-
-
-@torch.no_grad()
-def detect_wrong(model: Transformer, tokens: torch.Tensor, vocab_size: int, wrong_id: int,
+def detect_wrong(model: nn.Module, tokens: torch.Tensor, vocab_size: int, wrong_id: int,
                  remask_target: str = "wrong", *, mask_id: int | None = None,
                  mask_logit_bias: float = 0.0, flag_bias: float = 0.0) -> torch.Tensor:
     """Bool (B, L) positions the model flags as wrong in one forward pass.
@@ -38,7 +43,9 @@ def detect_wrong(model: Transformer, tokens: torch.Tensor, vocab_size: int, wron
     mask_id = vocab_size if mask_id is None else mask_id
     remask_id = remask_id_for(remask_target, mask_id, wrong_id)
     bias = flag_logit_bias(remask_id, mask_id, mask_logit_bias, flag_bias)
-    return flag_from_logits(model(tokens), vocab_size, remask_id, bias)
+    with evaluating(model):
+        logits = model(tokens)
+    return flag_from_logits(logits, vocab_size, remask_id, bias)
 
 
 def _most_confident(confidence: torch.Tensor, masked: torch.Tensor, k: torch.Tensor
@@ -49,77 +56,138 @@ def _most_confident(confidence: torch.Tensor, masked: torch.Tensor, k: torch.Ten
     return (rank < k[:, None]) & masked
 
 
-@torch.no_grad()
-def remask_generate(model: Transformer, *, vocab_size: int, mask_id: int, wrong_id: int,
+@dataclass(frozen=True)
+class RemaskSampler:
+    """Fill masks and re-mask flagged tokens (see the module doc); for self_correction models.
+
+    `wrong_id` and `remask_target` say which id flags a token; `mask_logit_bias` is the
+    single-token variant's [MASK] bias the checkpoint ended with; `flag_bias` shifts the flag
+    logit (see detect_wrong). A position re-masked `max_remasks` times is no longer eligible:
+    without this cap a model that keeps doubting its own fill can flip-flop forever. A flagged
+    token is only replaced by a fill at least `change_margin` times as probable as itself under
+    the refill distribution (1 = plain argmax): a false alarm then keeps its (often correct)
+    token unless the context clearly prefers another. `unmask_per_step` fixes how many masks
+    a row fills per step (default: ceil(#masked / steps left)).
+    """
+
+    wrong_id: int
+    remask_target: str = "wrong"
+    mask_logit_bias: float = 0.0
+    flag_bias: float = 0.0
+    max_remasks: int = 2
+    change_margin: float = 1.0
+    unmask_per_step: int | None = None
+    default_prompt: str = ""
+
+    def max_length(self, block_size: int, prompt_len: int) -> int:
+        return context_max_length(block_size, prompt_len)
+
+    def generate(self, model: nn.Module, request: SampleRequest,
+                 generator: torch.Generator | None = None) -> Iterator[StepEvent]:
+        """From all-[MASK] after the frozen prompt; the span is filled as a whole."""
+        check_request(request, model.cfg.block_size,
+                      self.max_length(model.cfg.block_size, len(request.prompt_ids)))
+        if request.block_length:
+            raise UserError("the remask sampler fills the whole span; use --block-length 0")
+        device = model_device(model)
+        P = len(request.prompt_ids)
+        x = torch.full((request.num_samples, request.total), request.mask_id,
+                       dtype=torch.long, device=device)
+        x[:, :P] = torch.tensor(request.prompt_ids, dtype=torch.long, device=device)
+        frozen = torch.zeros_like(x, dtype=torch.bool)
+        frozen[:, :P] = True
+        return self.edit(model, request, x, frozen, generator)
+
+    def edit(self, model: nn.Module, request: SampleRequest, tokens: torch.Tensor,
+             frozen: torch.Tensor | None, generator: torch.Generator | None
+             ) -> Iterator[StepEvent]:
+        """Stream the edits of `tokens` (B, L) until a fixed point or `request.steps`.
+
+        `tokens` may hold [MASK] and wrong real tokens; any special id outside `frozen` is
+        treated as [MASK]. `frozen` positions (e.g. a prompt) are never changed and must hold
+        real tokens. Only request.{mask_id, vocab_size, steps, temperature, top_k, top_p,
+        gumbel64} are read.
+        """
+        frozen = (torch.zeros_like(tokens, dtype=torch.bool) if frozen is None
+                  else frozen.to(tokens.device))
+        if (frozen & (tokens >= request.vocab_size)).any():
+            raise ValueError("frozen positions must hold real tokens, not [MASK] or other specials")
+        remask_id_for(self.remask_target, request.mask_id, self.wrong_id)  # fails early
+        return eval_stream(model, self._steps(model, request, tokens, frozen, generator))
+
+    def _steps(self, model, r: SampleRequest, tokens, frozen, generator
+               ) -> Iterator[StepEvent]:
+        """Per step: flag (see module doc), then fill k masked positions per row. The run stops
+        once a step finds nothing masked and nothing flagged (it yields that check as a last
+        event with no change), and the last step of the budget flags nothing and fills every
+        mask, so the output never holds a special token."""
+        V, mask_id, max_steps = r.vocab_size, r.mask_id, r.steps
+        remask_id = remask_id_for(self.remask_target, mask_id, self.wrong_id)
+        bias = flag_logit_bias(remask_id, mask_id, self.mask_logit_bias, self.flag_bias)
+        generator = device_generator(generator, tokens.device)
+        x = torch.where(~frozen & (tokens >= V), mask_id, tokens)
+        remask_count = torch.zeros_like(x)
+        doubted = torch.full_like(x, -1)  # the token a flag removed, per position (-1: none)
+        for step in range(max_steps):
+            last = step == max_steps - 1
+            logits = model(x)
+            masked = x == mask_id
+            flagged = (flag_from_logits(logits, V, remask_id, bias) & ~masked & ~frozen
+                       & (remask_count < self.max_remasks))
+            if last:
+                flagged = torch.zeros_like(flagged)
+            if not (masked | flagged).any():  # checked: a fixed point for every row
+                nothing = torch.zeros_like(masked)
+                yield step_event(step + 1, max_steps, step + 1, x, mask_id, nothing,
+                                 torch.zeros(x.shape, device=x.device), nothing)
+                return
+            fills, confidence = sample_tokens(logits[..., :V], r.temperature, r.top_k,
+                                              r.top_p, generator, r.gumbel64)
+            placed = confidence  # probability of the token actually placed
+            if self.change_margin != 1.0:
+                p_doubted = logits[..., :V].float().softmax(-1).gather(
+                    -1, doubted.clamp_min(0)[..., None]).squeeze(-1)
+                keep = (doubted >= 0) & (self.change_margin * p_doubted >= confidence)
+                fills = torch.where(keep, doubted, fills)
+                placed = torch.where(keep, p_doubted, confidence)
+            n_masked = masked.sum(-1)
+            if last:
+                k = n_masked
+            elif self.unmask_per_step is not None:
+                k = torch.full_like(n_masked, self.unmask_per_step)
+            else:
+                k = torch.ceil(n_masked / (max_steps - step)).long()
+            reveal = _most_confident(confidence, masked, k)
+            x = torch.where(reveal, fills, x)
+            doubted = torch.where(flagged, x, doubted)
+            x = torch.where(flagged, mask_id, x)
+            remask_count += flagged
+            # A row is settled once a step finds nothing in it to fill or flag: its text is
+            # unchanged, so the next pass reads it the same way.
+            idle = ~(masked | flagged).any(-1)
+            yield step_event(step + 1, max_steps, step + 1, x, mask_id, reveal, placed,
+                             flagged, idle | last)
+
+
+def remask_generate(model: nn.Module, *, vocab_size: int, mask_id: int, wrong_id: int,
                     tokens: torch.Tensor, frozen: torch.Tensor | None = None,
                     max_steps: int = 64, temperature: float = 1.0, top_k: int = 0,
                     top_p: float = 1.0, generator: torch.Generator | None = None,
                     remask_target: str = "wrong", mask_logit_bias: float = 0.0,
                     unmask_per_step: int | None = None, max_remasks: int = 2,
-                    change_margin: float = 1.0, flag_bias: float = 0.0
-                    ) -> Iterator[RemaskStepState]:
-    """Yield a RemaskStepState per step until a fixed point or `max_steps`.
-
-    `tokens` (B, L) may hold [MASK] and wrong real tokens; any special id outside `frozen` is
-    treated as [MASK]. `frozen` positions (e.g. a prompt) are never changed and must hold real
-    tokens. Per step: flag (see module doc), then fill k masked positions per row, k =
-    ceil(#masked / steps left) or `unmask_per_step`. A position re-masked `max_remasks` times
-    is no longer eligible: without this cap a model that keeps doubting its own fill can
-    flip-flop forever. A flagged token is only replaced by a fill at least `change_margin`
-    times as probable as itself under the refill distribution (1 = plain argmax): a false
-    alarm then keeps its (often correct) token unless the context clearly prefers another.
-    `flag_bias` shifts the flag logit (see detect_wrong).
-    The run stops once a step finds nothing masked and nothing flagged (the
-    filled text has been checked once more), and the last step flags nothing and fills every
-    mask, so the output never holds a special token.
-    """
+                    change_margin: float = 1.0, flag_bias: float = 0.0,
+                    gumbel64: bool = False) -> Iterator[StepEvent]:
+    """`RemaskSampler(...).edit(tokens)` with keyword arguments (see RemaskSampler)."""
     if max_steps < 1:
         raise UserError(f"max_steps must be >= 1, got {max_steps}")
-    remask_id = remask_id_for(remask_target, mask_id, wrong_id)
-    bias = flag_logit_bias(remask_id, mask_id, mask_logit_bias, flag_bias)
-    x = tokens.clone()
-    frozen = torch.zeros_like(x, dtype=torch.bool) if frozen is None else frozen.to(x.device)
-    if (frozen & (x >= vocab_size)).any():
-        raise ValueError("frozen positions must hold real tokens, not [MASK] or other specials")
-    x = torch.where(~frozen & (x >= vocab_size), mask_id, x)
-    generator = generator or torch.Generator().manual_seed(0)
-    remask_count = torch.zeros_like(x)
-    doubted = torch.full_like(x, -1)  # the token a flag removed, per position (-1: none)
-    model.eval()
-    for step in range(max_steps):
-        last = step == max_steps - 1
-        logits = model(x)
-        masked = x == mask_id
-        flagged = (flag_from_logits(logits, vocab_size, remask_id, bias) & ~masked & ~frozen
-                   & (remask_count < max_remasks))
-        if last:
-            flagged = torch.zeros_like(flagged)
-        if not (masked | flagged).any():
-            break
-        fills, confidence = sample_tokens(logits[..., :vocab_size], temperature, top_k, top_p,
-                                          generator)
-        if change_margin != 1.0:
-            p_doubted = logits[..., :vocab_size].float().softmax(-1).gather(
-                -1, doubted.clamp_min(0)[..., None]).squeeze(-1)
-            keep = (doubted >= 0) & (change_margin * p_doubted >= confidence)
-            fills = torch.where(keep, doubted, fills)
-        n_masked = masked.sum(-1)
-        if last:
-            k = n_masked
-        elif unmask_per_step is not None:
-            k = torch.full_like(n_masked, unmask_per_step)
-        else:
-            k = torch.ceil(n_masked / (max_steps - step)).long()
-        reveal = _most_confident(confidence, masked, k)
-        x = torch.where(reveal, fills, x)
-        doubted = torch.where(flagged, x, doubted)
-        x = torch.where(flagged, mask_id, x)
-        remask_count += flagged
-        yield RemaskStepState(step + 1, max_steps, x.clone(), reveal, int((x == mask_id).sum()),
-                              flagged)
+    sampler = RemaskSampler(wrong_id, remask_target, mask_logit_bias, flag_bias, max_remasks,
+                            change_margin, unmask_per_step)
+    request = SampleRequest(tokens.size(1), mask_id, vocab_size, (), tokens.size(0), max_steps,
+                            temperature, top_k, top_p, gumbel64=gumbel64)
+    return sampler.edit(model, request, tokens, frozen, generator)
 
 
-def repair(model: Transformer, *, vocab_size: int, mask_id: int, wrong_id: int,
+def repair(model: nn.Module, *, vocab_size: int, mask_id: int, wrong_id: int,
            corrupted: torch.Tensor, frozen: torch.Tensor | None = None, max_steps: int = 16,
            temperature: float = 0.0, **kwargs) -> torch.Tensor:
     """Proofread a corrupted text (no masks): the first step flags, later steps refill.
@@ -134,26 +202,17 @@ def repair(model: Transformer, *, vocab_size: int, mask_id: int, wrong_id: int,
     return final
 
 
-def remask_sample(model: Transformer, *, vocab_size: int, mask_id: int, wrong_id: int,
+def remask_sample(model: nn.Module, *, vocab_size: int, mask_id: int, wrong_id: int,
                   length: int, prompt_ids: list[int] | None = None, num_samples: int = 1,
-                  steps: int = 64, **kwargs) -> torch.Tensor:
-    """Generate from all-[MASK] after a fixed prompt with the remasking sampler; (B, P + L)."""
-    prompt = list(prompt_ids or [])
-    if length <= 0:
-        raise UserError("nothing to generate: --length must be positive")
-    if len(prompt) + length > model.cfg.block_size:
-        raise UserError(f"prompt ({len(prompt)}) + length ({length}) exceeds the model's "
-                         f"context {model.cfg.block_size}; ask for a shorter --length")
-    device = next(model.parameters()).device
-    x = torch.full((num_samples, len(prompt) + length), mask_id, dtype=torch.long,
-                   device=device)
-    frozen = torch.zeros_like(x, dtype=torch.bool)
-    if prompt:
-        x[:, :len(prompt)] = torch.tensor(prompt, device=device)
-        frozen[:, :len(prompt)] = True
-    final = x
-    for state in remask_generate(model, vocab_size=vocab_size, mask_id=mask_id,
-                                 wrong_id=wrong_id, tokens=x, frozen=frozen, max_steps=steps,
-                                 **kwargs):
-        final = state.tokens
-    return final
+                  steps: int = 64, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, gumbel64: bool = False,
+                  generator: torch.Generator | None = None, **options) -> torch.Tensor:
+    """Generate from all-[MASK] after a fixed prompt with the remasking sampler; (B, P + L).
+
+    `options` are RemaskSampler fields (remask_target, mask_logit_bias, ...)."""
+    request = SampleRequest(length, mask_id, vocab_size, tuple(prompt_ids or ()), num_samples,
+                            steps, temperature, top_k, top_p, gumbel64=gumbel64)
+    final = None
+    for final in RemaskSampler(wrong_id, **options).generate(model, request, generator):
+        pass
+    return final.tokens

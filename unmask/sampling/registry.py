@@ -1,0 +1,97 @@
+"""The samplers by name, and which checkpoints each one fits.
+
+`pick_sampler(name, checkpoint)` is all a CLI or UI needs: it builds the named sampler (or the
+checkpoint's default) for that checkpoint, or says in one line which names would fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from unmask.config.schema import RunConfig
+from unmask.errors import UserError
+from unmask.sampling.base import Sampler
+from unmask.sampling.causal import CausalSampler
+from unmask.sampling.remask import RemaskSampler
+from unmask.sampling.unmasking import UnmaskingSampler, reveal_most_confident, reveal_random
+
+if TYPE_CHECKING:
+    from unmask.model.pretrained import Pretrained
+
+
+def _remask_for(pre: Pretrained) -> RemaskSampler:
+    from unmask.model.pretrained import checkpoint_mask_logit_bias
+
+    return RemaskSampler(wrong_id=pre.tokenizer.special_tokens["wrong_token_id"],
+                         remask_target=pre.config.self_correction.remask_target,
+                         mask_logit_bias=checkpoint_mask_logit_bias(pre.path, pre.config))
+
+
+@dataclass(frozen=True)
+class SamplerEntry:
+    """A registered sampler: what it is, which checkpoints it fits, how to build it for one."""
+
+    summary: str
+    modes: tuple[str, ...]  # model.mode values it can sample from
+    objectives: tuple[str, ...]  # train.objective values it needs; () = any
+    build: Callable[[Pretrained], Sampler]
+
+    def fits(self, config: RunConfig) -> bool:
+        """A good/wrong (binary) head has no token logits, so no sampler fits it."""
+        return (config.model.mode in self.modes and not config.model.binary_head
+                and (not self.objectives or config.train.objective in self.objectives))
+
+    def needs(self) -> str:
+        objectives = f", train.objective={'|'.join(self.objectives)}" if self.objectives else ""
+        return f"model.mode={'|'.join(self.modes)}{objectives}"
+
+
+SAMPLERS: dict[str, SamplerEntry] = {
+    "confidence": SamplerEntry(
+        "reveal the most confident masked positions first (MaskGIT / LLaDA)",
+        ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_most_confident)),
+    "random": SamplerEntry(
+        "reveal masked positions at random, as the forward process masked them (MDLM ancestral)",
+        ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_random)),
+    "causal": SamplerEntry(
+        "left to right, one token per step, with a KV cache",
+        ("language_model",), (), lambda pre: CausalSampler()),
+    "remask": SamplerEntry(
+        "fill masks and re-mask the tokens the model flags as wrong",
+        ("token_classifier",), ("self_correction",), _remask_for),
+}
+
+
+def fitting_samplers(config: RunConfig) -> list[str]:
+    return [name for name, entry in SAMPLERS.items() if entry.fits(config)]
+
+
+def default_sampler(config: RunConfig) -> str:
+    """The checkpoint's sample.policy when it fits the model, else the first sampler that does
+    (a causal language model: `causal`)."""
+    fitting = fitting_samplers(config)
+    if config.sample.policy in fitting:
+        return config.sample.policy
+    if not fitting:
+        raise UserError(f"no sampler generates from a model.mode={config.model.mode}"
+                        f"{' binary-head' if config.model.binary_head else ''} checkpoint "
+                        "(it classifies, it does not sample)")
+    return fitting[0]
+
+
+def pick_sampler(name: str | None, pre: Pretrained) -> Sampler:
+    """The sampler `name` (None: the checkpoint's default) built for checkpoint `pre`."""
+    config = pre.config
+    name = name or default_sampler(config)
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler '{name}'; choose one of {', '.join(SAMPLERS)}")
+    entry = SAMPLERS[name]
+    if not entry.fits(config):
+        fitting = fitting_samplers(config)
+        raise UserError(
+            f"sampler '{name}' needs {entry.needs()}; {pre.path} has model.mode="
+            f"{config.model.mode}, train.objective={config.train.objective}"
+            f"{', a binary head' if config.model.binary_head else ''}; "
+            + (f"choose one of {', '.join(fitting)}" if fitting else "no sampler fits it"))
+    return entry.build(pre)
