@@ -1,3 +1,5 @@
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,6 +8,11 @@ import torch
 from unmask.config.schema import ModelConfig
 from unmask.data.dataset import Dataset
 from unmask.data.prepare import prepare
+
+
+# The CPU precision probe caches its measurement per machine under XDG_CACHE_HOME: tests keep
+# that cache in a temporary folder instead of the user's home.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="unmask-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -95,7 +95,7 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 1337
     device: str = "auto"  # auto = cuda > mps > cpu
-    dtype: str = "auto"  # auto = bf16 autocast where fast (CUDA, bf16-capable CPUs), else float32
+    dtype: str = "auto"  # auto = bf16 on CUDA, and on CPU where a measured probe finds it faster
     compile: str = "auto"  # auto = torch.compile on CUDA only; "true" / "false" force it
     threads: int = 0  # CPU threads for torch; 0 = torch's default
     objective: str = "auto"  # auto = causal_lm for a causal model, else mdlm (see objectives/registry.py)

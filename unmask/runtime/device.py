@@ -7,6 +7,7 @@ import contextlib
 import torch
 
 from unmask.errors import UserError
+from unmask.runtime.precision import PrecisionChoice, cpu_precision
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -24,23 +25,25 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def choose_precision(device: torch.device, dtype: str) -> PrecisionChoice:
+    """The precision for `train.dtype` on `device`, with the reason (and timings when measured).
+
+    `auto`: bf16 on a CUDA GPU that supports it; on CPU the measured probe decides (bf16 only
+    where it is faster, see `runtime.precision`), asked only when oneDNN claims bf16 at all;
+    float32 elsewhere. An explicit dtype never probes.
+    """
+    if dtype != "auto":
+        return PrecisionChoice(dtype, "explicit")
+    if device.type == "cuda":
+        return PrecisionChoice("bfloat16" if torch.cuda.is_bf16_supported() else "float32", "cuda")
+    if device.type == "cpu":
+        return cpu_precision()
+    return PrecisionChoice("float32", "default")  # MPS and the rest: float32, as before
+
+
 def autocast_dtype(device: torch.device, dtype: str) -> torch.dtype | None:
     """The autocast dtype to use, or None for plain float32."""
-    if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if device.type == "cpu" and cpu_has_fast_bf16():
-            return torch.bfloat16  # ~1.3x faster training on AVX512-BF16 / AMX CPUs
-        return None
-    return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when oneDNN has native bf16 kernels on this CPU (otherwise bf16 is emulated, slower)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return choose_precision(device, dtype).autocast
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

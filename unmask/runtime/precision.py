@@ -1,0 +1,269 @@
+"""CPU training precision chosen by measurement: bf16 autocast only where it is actually faster.
+
+Whether oneDNN *supports* bf16 says little about speed. On CPUs with native bf16 (AVX512-BF16,
+AMX: recent Xeons, AMD EPYC) bf16 autocast trains the `cpu-demo` model ~1.3x faster;
+on an AVX-512 Xeon where oneDNN emulates bf16 it was ~3x *slower* (MEASUREMENTS.md), although
+`torch.ops.mkldnn._is_mkldnn_bf16_supported()` said yes on both. So we time it: one transformer
+block of the demo's shapes (width 192, 4 heads, context 128, 4,096 tokens), forward + backward,
+float32 and bf16 interleaved, about half a second once per machine (a few seconds at most on a
+busy one), and keep bf16 only if it saves at least `BF16_MARGIN` of the step time. The figures are cached per machine in
+`$XDG_CACHE_HOME/unmask/precision.json` (default `~/.cache/unmask/precision.json`).
+
+Order of authority: an explicit `train.dtype` (never probes; see `runtime.device`) >
+`UNMASK_CPU_PRECISION=float32|bfloat16` > the cache > a new measurement.
+`UNMASK_PRECISION_CACHE=0` neither reads nor writes the cache (measures every time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from unmask.errors import UserError
+
+BF16_MARGIN = 0.10  # bf16 must save >= 10 % of the step: a near-tie is not worth its rounding
+MAX_SPREAD = 0.25  # trust (and cache) a probe only if each precision's two fastest steps agree
+PROBE_VERSION = 1  # part of the cache key: bump when the workload changes
+PRECISION_ENV = "UNMASK_CPU_PRECISION"
+CACHE_ENV = "UNMASK_PRECISION_CACHE"
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision training runs in, and why (loggable with `describe()`)."""
+
+    dtype: str  # "float32" | "bfloat16" | "float16"
+    source: str  # measured | cached | env | unsupported | explicit | cuda | default
+    fp32_ms: float | None = None  # probe step in float32 (measured now or cached)
+    bf16_ms: float | None = None  # probe step under bf16 autocast
+    key: str = ""  # the machine key the figures belong to
+    steady: bool = True  # False: the probe's repeats disagreed: float32, not cached
+
+    @property
+    def autocast(self) -> torch.dtype | None:
+        """The autocast dtype, or None for plain float32."""
+        return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
+
+    def describe(self) -> str:
+        text = f"precision {self.dtype} ({self.source}"
+        if self.fp32_ms is not None and self.bf16_ms is not None:
+            text += (f": probe step float32 {self.fp32_ms:.1f} ms, bf16 autocast "
+                     f"{self.bf16_ms:.1f} ms, bf16 speed-up {self.fp32_ms / self.bf16_ms:.2f}x")
+        if not self.steady:
+            text += "; unsteady timings (busy machine?): float32 this time, not cached"
+        return text + ")"
+
+
+def decide(fp32_ms: float, bf16_ms: float, margin: float = BF16_MARGIN) -> str:
+    """'bfloat16' when bf16 saves at least `margin` of the float32 step time, else 'float32'."""
+    return "bfloat16" if bf16_ms <= (1.0 - margin) * fp32_ms else "float32"
+
+
+def onednn_bf16_supported() -> bool:
+    """oneDNN's claim that it has bf16 kernels here (native *or emulated*: not a speed claim)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# ----------------------------------------------------------------------------- the workload
+
+
+def _probe_tensors(tokens: int, width: int, context: int, vocab: int, generator):
+    """Weights of one pre-norm block (qkv, proj, SwiGLU 8/3 wide) plus a readout, and inputs."""
+    hidden = 64 * -(-8 * width // (3 * 64))
+    shapes = {"qkv": (3 * width, width), "proj": (width, width), "gate_up": (2 * hidden, width),
+              "down": (width, hidden), "head": (vocab, width)}
+    weights = {name: (torch.randn(shape, generator=generator) * 0.02).requires_grad_()
+               for name, shape in shapes.items()}
+    batch = max(1, tokens // context)
+    x = torch.randn(batch, context, width, generator=generator).requires_grad_()
+    y = torch.randint(0, vocab, (batch * context,), generator=generator)
+    return weights, x, y
+
+
+def _probe_step(w: dict, x: torch.Tensor, y: torch.Tensor, bf16: bool, n_head: int) -> None:
+    """Forward + backward of the block, as `model.transformer` computes it (minus RoPE)."""
+    B, T, C = x.shape
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        h = F.rms_norm(x, (C,))
+        q, k, v = F.linear(h, w["qkv"]).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs)
+        h = x + F.linear(a.transpose(1, 2).reshape(B, T, C), w["proj"])
+        gate, up = F.linear(F.rms_norm(h, (C,)), w["gate_up"]).chunk(2, dim=-1)
+        h = h + F.linear(F.silu(gate) * up, w["down"])
+        logits = F.linear(h, w["head"])
+    F.cross_entropy(logits.float().view(-1, logits.size(-1)), y).backward()
+    for t in [*w.values(), x]:
+        t.grad = None
+
+
+@dataclass(frozen=True)
+class ProbeTimes:
+    """The probe's figures: fastest step of each precision, and how far the runner-up was off."""
+
+    fp32_ms: float
+    bf16_ms: float
+    spread: float  # max over both of (second-fastest / fastest - 1); inf with one timed rep
+
+    @property
+    def steady(self) -> bool:
+        """Repeated steps agree, so the figures can be trusted and cached (a busy neighbour can
+        make one precision look slow for a while)."""
+        return self.spread <= MAX_SPREAD
+
+
+def time_probe(tokens: int = 4096, width: int = 192, n_head: int = 4, context: int = 128,
+               vocab: int = 72, warmup: int = 1, reps: int = 2, max_reps: int = 8,
+               budget_s: float = 2.0) -> ProbeTimes:
+    """Float32 vs bf16-autocast forward+backward steps, interleaved; the fastest of each.
+
+    Interleaving (alternating which goes first) spreads a busy neighbour over both; the
+    minimum discards the interruptions of a shared machine. After `reps` timed pairs it stops
+    as soon as the figures are steady, else goes on (up to `max_reps`) until they are or
+    `budget_s` is spent (then `spread` says unsteady; inf if not even one pair was timed).
+    Uses its own generator, so the global RNG (and with it a seeded run's initial weights) is
+    the same whether or not the probe ran.
+    """
+    w, x, y = _probe_tensors(tokens, width, context, vocab, torch.Generator().manual_seed(0))
+    times: dict[bool, list[float]] = {False: [], True: []}  # warm-up included
+    started = time.perf_counter()
+    with torch.inference_mode(False), torch.enable_grad():
+        for rep in range(warmup + max(reps, max_reps)):
+            for bf16 in ((False, True) if rep % 2 == 0 else (True, False)):
+                t0 = time.perf_counter()
+                _probe_step(w, x, y, bf16, n_head)
+                times[bf16].append(1000 * (time.perf_counter() - t0))
+            timed = {k: v[warmup:] for k, v in times.items()}
+            spread = max(map(_spread, timed.values()))
+            if len(timed[False]) >= reps and spread <= MAX_SPREAD:
+                break
+            if time.perf_counter() - started > budget_s:  # a busy machine: give up, unsteady
+                break
+    timed = {k: v[warmup:] or v for k, v in times.items()}
+    return ProbeTimes(min(timed[False]), min(timed[True]), spread)
+
+
+def _spread(times: list[float]) -> float:
+    if len(times) < 2:
+        return float("inf")
+    fastest, runner_up = sorted(times)[:2]
+    return runner_up / fastest - 1
+
+
+def time_threads(counts: list[int], **probe) -> dict[int, ProbeTimes]:
+    """`time_probe()` at each thread count, for choosing `train.threads` (reported by
+    benchmarks/cpu_precision.py).
+
+    Not used at start-up: on shared machines the answer depends on the neighbours more than on
+    the CPU. The thread setting is restored afterwards.
+    """
+    before, result = torch.get_num_threads(), {}
+    try:
+        for n in counts:
+            torch.set_num_threads(n)
+            result[n] = time_probe(**probe)
+    finally:
+        torch.set_num_threads(before)
+    return result
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def cpuinfo_field(*names: str) -> str | None:
+    """The first /proc/cpuinfo value whose field starts with one of `names` (None off Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines
+                 if line.startswith(names) and ":" in line), None)
+
+
+def cpu_model() -> str:
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def _cpu_flags_digest() -> str:
+    """Virtual machines often report a generic "Intel(R) Xeon(R) Processor" for CPUs with and
+    without native bf16, so the key also carries a digest of the CPU feature flags."""
+    flags = " ".join(sorted((cpuinfo_field("flags", "Features") or "").split()))
+    return hashlib.sha1(flags.encode()).hexdigest()[:8] if flags else "noflags"
+
+
+def machine_key() -> str:
+    """CPU model + feature flags + torch version + thread count: what the timings depend on."""
+    return (f"{cpu_model()} | flags {_cpu_flags_digest()} | torch {torch.__version__} | "
+            f"{torch.get_num_threads()} threads | probe v{PROBE_VERSION}")
+
+
+def cache_path() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "unmask" / "precision.json"
+
+
+def read_cache() -> dict:
+    """{machine key: {"fp32_ms", "bf16_ms", "date"}}; {} when missing or unreadable."""
+    try:
+        data = json.loads(cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(key: str, fp32_ms: float, bf16_ms: float) -> None:
+    """Adds or replaces `key`'s figures (atomically); a read-only home is not an error."""
+    path = cache_path()
+    entries = read_cache()
+    entries[key] = {"fp32_ms": round(fp32_ms, 3), "bf16_ms": round(bf16_ms, 3),
+                    "date": date.today().isoformat()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _use_cache() -> bool:
+    return os.environ.get(CACHE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+# ----------------------------------------------------------------------------- the choice
+
+
+def cpu_precision() -> PrecisionChoice:
+    """bf16 autocast or float32 for CPU training on this machine: env > cache > measurement."""
+    forced = os.environ.get(PRECISION_ENV, "").strip().lower()
+    if forced in ("float32", "bfloat16"):
+        return PrecisionChoice(forced, "env")
+    if forced not in ("", "auto"):
+        raise UserError(f"{PRECISION_ENV}={forced!r}: use float32, bfloat16 or auto")
+    if not onednn_bf16_supported():
+        return PrecisionChoice("float32", "unsupported")
+    key, use_cache = machine_key(), _use_cache()
+    hit = read_cache().get(key) if use_cache else None
+    if isinstance(hit, dict) and {"fp32_ms", "bf16_ms"} <= hit.keys():
+        fp32_ms, bf16_ms = float(hit["fp32_ms"]), float(hit["bf16_ms"])
+        return PrecisionChoice(decide(fp32_ms, bf16_ms), "cached", fp32_ms, bf16_ms, key)
+    probe = time_probe()
+    if not probe.steady:
+        # Figures from a busy machine are noise. float32 risks at most bf16's gain (~1.3x),
+        # not emulated bf16's loss (~3x); the next start measures again.
+        return PrecisionChoice("float32", "measured", probe.fp32_ms, probe.bf16_ms, key, False)
+    if use_cache:
+        write_cache(key, probe.fp32_ms, probe.bf16_ms)
+    return PrecisionChoice(decide(probe.fp32_ms, probe.bf16_ms), "measured", probe.fp32_ms,
+                           probe.bf16_ms, key)
