@@ -22,21 +22,32 @@ def add_parser(sub) -> None:
 
 
 def run(args, extra: list[str]) -> int:
+    """Train; under `torchrun --nproc_per_node=N -m unmask train ...` each process is one
+    DDP rank (rank 0 prepares data first, logs, saves and prints the summary)."""
+    from unmask.cli.seed_run import train_seed_config
+    from unmask.config.seed_names import is_seed_config
     from unmask.data.dataset import resolve_dataset
+    from unmask.runtime.distributed import barrier, init_from_env, is_main, shutdown
     from unmask.train.trainer import Trainer
 
     overrides = parse_overrides(extra)
     if args.data:
         overrides["data"] = args.data
-    from unmask.cli.seed_run import train_seed_config
-    from unmask.config.seed_names import is_seed_config
-    if args.config and is_seed_config(args.config):
-        result = train_seed_config([args.config], overrides, out=args.out, resume=args.resume)
+    init_from_env()
+    main = is_main()
+    try:
+        if args.config and is_seed_config(args.config):
+            result = train_seed_config([args.config], overrides, out=args.out,
+                                       resume=args.resume)
+        else:
+            cfg = resolve_config(args.config, overrides)
+            out = Path(args.out or f"out/{Path(args.config or 'cpu-demo').stem}")
+            if is_main():
+                resolve_dataset(cfg.data)  # prepares a corpus once, before the other ranks read it
+            barrier()
+            result = Trainer(cfg, resolve_dataset(cfg.data), out, resume=args.resume).run()
+    finally:
+        shutdown()
+    if main:
         print(json.dumps(result))
-        return 0
-    cfg = resolve_config(args.config, overrides)
-    out = Path(args.out or f"out/{Path(args.config or 'cpu-demo').stem}")
-    dataset = resolve_dataset(cfg.data)
-    result = Trainer(cfg, dataset, out, resume=args.resume).run()
-    print(json.dumps(result))
     return 0

@@ -14,6 +14,7 @@ once, by name, in registry.py.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +22,7 @@ import torch
 from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.data.windows import WindowLoader, contiguous_windows
-from unmask.runtime.distributed import rank
+from unmask.runtime.distributed import world_size
 from unmask.runtime.rng import seeded_generator
 
 Metrics = dict[str, float]  # validation figures; `val_loss` (lower is better) selects `best`
@@ -55,12 +56,15 @@ class Objective:
     def __init__(self, cfg: RunConfig, dataset: Dataset, device: torch.device):
         self.cfg, self.dataset, self.device = cfg, dataset, device
         self.tokenizer = dataset.tokenizer
-        # The objective's own stream (masks, times, corruption) for this rank.
-        self.generator = seeded_generator(cfg.train.seed, "noise", rank(), device=device)
+        # The objective's own stream (masks, times, corruption). Every rank draws the same
+        # global batch from it and keeps its own rows (shard_rows), so N ranks of batch B
+        # train exactly what one process of batch N * B would.
+        self.generator = seeded_generator(cfg.train.seed, "noise", device=device)
+        self.global_batch = cfg.train.batch_size * world_size()
 
     def make_loader(self, seed: int) -> WindowLoader:
         """Training windows; objectives over labelled data override this."""
-        return WindowLoader(self.dataset.train, self.cfg.train.batch_size,
+        return WindowLoader(self.dataset.train, self.global_batch,
                             self.cfg.model.block_size + self.window_extra, seed=seed)
 
     def make_batch(self, item, step: int) -> Batch:
@@ -95,3 +99,26 @@ class Objective:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+def shard_rows(batch, rank: int, world: int):
+    """This rank's rows of a global batch: every tensor whose first dimension is the global
+    batch is sliced to rows [rank * B, (rank + 1) * B); nested dataclasses likewise, other
+    values (schedule floats) pass through. The identity for one process."""
+    if world == 1:
+        return batch
+    rows = batch.inputs.size(0)
+    if rows % world:
+        raise ValueError(f"global batch {rows} is not divisible by {world} ranks")
+    per = rows // world
+    keep = slice(rank * per, (rank + 1) * per)
+
+    def cut(value):
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.size(0) == rows:
+            return value[keep]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.replace(value, **{f.name: cut(getattr(value, f.name))
+                                                 for f in dataclasses.fields(value)})
+        return value
+
+    return cut(batch)

@@ -27,7 +27,7 @@ class ClassificationObjective(Objective):
 
     def make_loader(self, seed: int) -> PassageLoader:
         return PassageLoader(self.passages["train_x"], self.passages["train_y"],
-                             self.cfg.train.batch_size, seed)
+                             self.global_batch, seed)
 
     def with_cls(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.full_like(x[:, :1], self.cls_id), x], dim=1)

@@ -119,7 +119,7 @@ class CurriculumObjective(Objective):
     def make_loader(self, seed: int):
         # The sample stream is seeded by the dataset's SEED (so prepared data fits any run);
         # train.seed still drives initialisation, dropout and BERT corruption.
-        return self.data.loader(self.cfg.train.batch_size, self.active_stages)
+        return self.data.loader(self.global_batch, self.active_stages)
 
     def make_batch(self, item, step: int) -> CurriculumBatch:
         x0, masked, stage = (t.to(self.device, non_blocking=True) for t in item)

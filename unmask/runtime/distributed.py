@@ -32,3 +32,39 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def init_from_env() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); NCCL on CUDA, else gloo.
+
+    Returns whether this process is one rank of several. Safe to call twice.
+    """
+    import os
+
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return is_distributed()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def local_device(name: str) -> str:
+    """Each rank's own GPU (cuda:LOCAL_RANK) under torchrun; `name` otherwise."""
+    import os
+
+    if is_distributed() and torch.cuda.is_available() and name in ("auto", "cuda"):
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    return name
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()

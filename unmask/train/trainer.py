@@ -9,6 +9,7 @@ weighted by the whole global batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -20,10 +21,17 @@ from unmask.config.schema import RunConfig, apply_overrides
 from unmask.data.dataset import Dataset
 from unmask.model import checkpoint as ckpt
 from unmask.model.transformer import Transformer, describe
-from unmask.objectives.base import Metrics
+from unmask.objectives.base import Metrics, shard_rows
 from unmask.objectives.registry import make_objective
-from unmask.runtime.device import autocast, autocast_dtype, pick_device
-from unmask.runtime.distributed import all_reduce_sum, is_main, rank, world_size
+from unmask.runtime.device import autocast, choose_precision, pick_device
+from unmask.runtime.distributed import (
+    all_reduce_sum,
+    is_distributed,
+    is_main,
+    local_device,
+    rank,
+    world_size,
+)
 from unmask.runtime.rng import derive_seed, rng_state, seed_everything, set_rng_state
 from unmask.train.metrics import Counters, MetricsLog, check_finite
 from unmask.train.optim import cosine_lr, make_optimizer
@@ -48,11 +56,13 @@ class Trainer:
         self.cfg, self.dataset, self.out_dir = complete_config(cfg, dataset), dataset, Path(out_dir)
         self.log = log if is_main() else (lambda *_: None)
         cfg = self.cfg
-        seed_everything(derive_seed(cfg.train.seed, "init"))  # weights, dropout: same on all ranks
+        seed_everything(derive_seed(cfg.train.seed, "init"))  # the same initial weights on every rank
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.device = pick_device(cfg.train.device)
-        self.amp = autocast_dtype(self.device, cfg.train.dtype)
+        self.device = pick_device(local_device(cfg.train.device))
+        precision = choose_precision(self.device, cfg.train.dtype)
+        self.amp = precision.autocast
+        self.log(precision.describe())
         self.model = Transformer(cfg.model).to(self.device)
         if cfg.transfer.enabled:
             load_pretrained_weights(self.model, cfg.transfer, self.log)
@@ -60,16 +70,23 @@ class Trainer:
         if cfg.transfer.enabled:
             self.log(optimizer_summary(self.model, self.optimizer))
         self.objective = make_objective(cfg, dataset, self.device)
-        self.loader = self.objective.make_loader(derive_seed(cfg.train.seed, "data", rank()))
+        # One global stream of windows; each rank keeps its rows (objectives.base.shard_rows).
+        self.loader = self.objective.make_loader(derive_seed(cfg.train.seed, "data"))
         self.counters = Counters()
+        # Dropout draws differ per rank (the global RNG is part of the checkpoint).
+        torch.manual_seed(derive_seed(cfg.train.seed, "dropout", rank()))
         if resume:
             self._resume(resume)
-        self.step_model = self._maybe_compile(self.model)
+        self.step_model = self._wrap(self.model)
 
-    def _maybe_compile(self, model):
+    def _wrap(self, model):
+        """torch.compile where it pays (CUDA by default), then DDP across ranks."""
         wanted = self.cfg.train.compile
         if wanted == "true" or (wanted == "auto" and self.device.type == "cuda"):
-            return torch.compile(model)
+            model = torch.compile(model)
+        if is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return model
 
     # ------------------------------------------------------------------ state
@@ -113,18 +130,23 @@ class Trainer:
         diagnostics. All micro-batches are drawn first so the loss is normalised by the whole
         window's count, summed over ranks; the factor world_size undoes DDP's gradient mean.
         """
-        batches = [self.objective.make_batch(self.loader.next_batch(), self.counters.step)
+        batches = [shard_rows(self.objective.make_batch(self.loader.next_batch(),
+                                                        self.counters.step), rank(), world_size())
                    for _ in range(self.cfg.train.grad_accum)]
         window_count = torch.stack([self.objective.normaliser(b) for b in batches]).sum()
         window_count = all_reduce_sum(window_count).clamp_min(1) / world_size()
         total = torch.zeros((), device=self.device)
         diagnostics = []
-        for batch in batches:
-            with autocast(self.device, self.amp):
-                logits = self.step_model(batch.inputs)
-            out = self.objective.loss(logits, batch)
-            loss = out.total / window_count
-            loss.backward()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if last or not is_distributed() \
+                else self.step_model.no_sync()  # DDP all-reduces once, after the last
+            with sync:
+                with autocast(self.device, self.amp):
+                    logits = self.step_model(batch.inputs)
+                out = self.objective.loss(logits, batch)
+                loss = out.total / window_count
+                loss.backward()
             total += loss.detach()
             diagnostics.append(out.diagnostics)
         if self.cfg.optim.grad_clip > 0:
@@ -170,7 +192,7 @@ class Trainer:
                 step_log = self.objective.after_step(c.step, diagnostics)
 
                 if c.step % cfg.log_interval == 0 or c.step == cfg.max_iters:
-                    loss = check_finite(loss, c.step)
+                    loss = check_finite(all_reduce_sum(loss) / world_size(), c.step)
                     elapsed = time.time() - started
                     tok_s = (c.step - start_step) * tokens_per_step / max(elapsed, 1e-9)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
