@@ -32,31 +32,23 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _given(value, default):
-    return default if value is None else value
-
-
 def run(args, extra: list[str]) -> int:
     reject_extra(extra)
     import torch
 
     from unmask.model.pretrained import load_pretrained
-    from unmask.sampling.base import SampleRequest, final_state
-    from unmask.sampling.registry import pick_sampler
+    from unmask.sampling.base import final_state
+    from unmask.sampling.registry import checkpoint_request, pick_sampler
 
     pre = load_pretrained(args.checkpoint, args.device)
-    s, tok, block = pre.config.sample, pre.tokenizer, pre.config.model.block_size
+    tok = pre.tokenizer
     sampler = pick_sampler(args.policy, pre)
     prompt = args.prompt or sampler.default_prompt
     prompt_ids = tok.encode(prompt) if prompt else []
-    longest = sampler.max_length(block, len(prompt_ids))
-    request = SampleRequest(
-        length=args.length or (s.length if longest is None else min(s.length, longest)),
-        mask_id=tok.mask_id, vocab_size=tok.vocab_size, prompt_ids=tuple(prompt_ids),
-        num_samples=args.num_samples or s.num_samples, steps=args.steps or s.steps,
-        temperature=_given(args.temperature, s.temperature), top_k=_given(args.top_k, s.top_k),
-        top_p=_given(args.top_p, s.top_p), block_length=_given(args.block_length, s.block_length),
-        gumbel64=args.gumbel64)
+    request = checkpoint_request(
+        pre, sampler, prompt_ids, length=args.length or None, num_samples=args.num_samples or None,
+        steps=args.steps or None, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, block_length=args.block_length, gumbel64=args.gumbel64)
     generator = torch.Generator().manual_seed(args.seed)
     tokens = final_state(sampler.generate(pre.model, request, generator)).tokens
     texts = [prompt + tok.decode(row[len(prompt_ids):].tolist()) for row in tokens]

@@ -55,9 +55,9 @@ def _per_byte(nats_per_token: float, bytes_per_token: float | None) -> dict[str,
 
 
 def bytes_per_token(tokenizer, windows: torch.Tensor) -> float:
-    """Mean UTF-8 bytes per token of `windows` (real ids only)."""
-    n_bytes = len(tokenizer.decode(windows.flatten().tolist()).encode("utf-8"))
-    return n_bytes / max(1, windows.numel())
+    """Mean UTF-8 bytes per token of `windows`, from the tokenizer's per-id byte counts (a
+    window of a byte-level BPE may start inside a character, so decoding would miscount)."""
+    return tokenizer.count_bytes(windows.flatten().tolist()) / max(1, windows.numel())
 
 
 @dataclass

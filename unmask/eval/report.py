@@ -76,28 +76,11 @@ LIKELIHOODS: dict[str, Callable[..., dict]] = {
     "causal": _causal, "diffusion": _diffusion, "classifier": _classifier}
 
 
-def _sample_texts(pre: Pretrained, n: int, seed: int) -> list[str]:
-    """`n` samples with the checkpoint's sampler settings (causal: after a newline)."""
-    from unmask.sampling.base import final_state
-    from unmask.sampling.causal import generate_causal
-    from unmask.sampling.unmasking import generate
-
-    s, tok = pre.config.sample, pre.tokenizer
-    common = dict(vocab_size=tok.vocab_size, mask_id=tok.mask_id, num_samples=n,
-                  temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                  generator=torch.Generator().manual_seed(seed))
-    length = min(s.length, pre.config.model.block_size)
-    streams = {"causal": lambda: generate_causal(pre.model, length=length - 1,
-                                                 prompt_ids=tok.encode("\n"), **common),
-               "diffusion": lambda: generate(pre.model, length=length, steps=s.steps,
-                                             policy=s.policy, **common)}
-    tokens = final_state(streams[likelihood_kind(pre)]()).tokens
-    return [tok.decode(row.tolist()) for row in tokens]
-
-
 def _word_validity(pre: Pretrained, dataset: Dataset, n_samples: int) -> dict:
     """Word validity of `n_samples` samples (seed 0, the checkpoint's sampler settings)."""
-    texts = _sample_texts(pre, n_samples, seed=0)
+    from unmask.sampling.registry import sample_texts
+
+    texts = sample_texts(pre, n_samples, seed=0)
     known = vocabulary_of(dataset.tokenizer.decode(dataset.train.tolist()))
     validity, n_words = word_validity(texts, known)
     return {"word_validity": validity, "words_scored": n_words}

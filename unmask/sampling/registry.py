@@ -9,12 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+import torch
+
 from unmask.config.schema import RunConfig
 from unmask.errors import UserError
-from unmask.sampling.base import Sampler
+from unmask.sampling.base import Sampler, SampleRequest, final_state
 from unmask.sampling.causal import CausalSampler
 from unmask.sampling.remask import RemaskSampler
-from unmask.sampling.unmasking import UnmaskingSampler, reveal_most_confident, reveal_random
+from unmask.sampling.unmasking import (
+    UnmaskingSampler,
+    reveal_most_confident,
+    reveal_random,
+)
 
 if TYPE_CHECKING:
     from unmask.model.pretrained import Pretrained
@@ -95,3 +101,29 @@ def pick_sampler(name: str | None, pre: Pretrained) -> Sampler:
             f"{', a binary head' if config.model.binary_head else ''}; "
             + (f"choose one of {', '.join(fitting)}" if fitting else "no sampler fits it"))
     return entry.build(pre)
+
+
+def checkpoint_request(pre: Pretrained, sampler: Sampler, prompt_ids: list[int],
+                       **given) -> SampleRequest:
+    """A request with the checkpoint's `sample` settings, overridden by the `given` values that
+    are not None; the default length fits the model's context after the prompt."""
+    s, tok = pre.config.sample, pre.tokenizer
+    longest = sampler.max_length(pre.config.model.block_size, len(prompt_ids))
+    settings = {"length": s.length if longest is None else min(s.length, longest),
+                "num_samples": s.num_samples, "steps": s.steps, "temperature": s.temperature,
+                "top_k": s.top_k, "top_p": s.top_p, "block_length": s.block_length}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    return SampleRequest(mask_id=tok.mask_id, vocab_size=tok.vocab_size,
+                         prompt_ids=tuple(prompt_ids), **settings)
+
+
+def sample_texts(pre: Pretrained, num_samples: int, seed: int, name: str | None = None
+                 ) -> list[str]:
+    """`num_samples` texts from the checkpoint's default sampler and settings (after the
+    sampler's default prompt, which is not part of the text)."""
+    sampler = pick_sampler(name, pre)
+    prompt_ids = pre.tokenizer.encode(sampler.default_prompt) if sampler.default_prompt else []
+    request = checkpoint_request(pre, sampler, prompt_ids, num_samples=num_samples)
+    tokens = final_state(sampler.generate(pre.model, request,
+                                          torch.Generator().manual_seed(seed))).tokens
+    return [pre.tokenizer.decode(row[len(prompt_ids):].tolist()) for row in tokens]
