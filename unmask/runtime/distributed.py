@@ -68,3 +68,12 @@ def shutdown() -> None:
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def broadcast_object(value):
+    """Rank 0's `value` on every rank (e.g. a measured precision choice, so all ranks agree)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -26,6 +26,7 @@ from unmask.objectives.registry import make_objective
 from unmask.runtime.device import autocast, choose_precision, pick_device
 from unmask.runtime.distributed import (
     all_reduce_sum,
+    broadcast_object,
     is_distributed,
     is_main,
     local_device,
@@ -60,7 +61,8 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = pick_device(local_device(cfg.train.device))
-        precision = choose_precision(self.device, cfg.train.dtype)
+        precision = broadcast_object(choose_precision(self.device, cfg.train.dtype)
+                                     if is_main() else None)  # every rank uses rank 0's choice
         self.amp = precision.autocast
         self.log(precision.describe())
         self.model = Transformer(cfg.model).to(self.device)
