@@ -37,6 +37,7 @@ class ModelConfig:
     pooling: str = "mean"  # sequence_classifier summary: mean | cls | layers (see Transformer.pooled)
     rope_theta: float = 10000.0
     mlp_hidden: int = 0  # SwiGLU hidden width; 0 = 8/3 * n_embd rounded up to a multiple of 64
+    activation_checkpointing: bool = False  # recompute blocks in backward: less memory, ~1/3 slower
 
     def __post_init__(self) -> None:
         if self.mode not in MODEL_MODES:

@@ -8,6 +8,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from unmask.config.schema import RunConfig
 
 
@@ -62,3 +64,12 @@ def check_finite(loss, step: int) -> float:
     if not math.isfinite(value):
         raise FloatingPointError(f"loss became {value} at step {step}; lower optim.lr")
     return value
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process: allocated tensors on CUDA, resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB

@@ -34,7 +34,7 @@ from unmask.runtime.distributed import (
     world_size,
 )
 from unmask.runtime.rng import derive_seed, rng_state, seed_everything, set_rng_state
-from unmask.train.metrics import Counters, MetricsLog, check_finite
+from unmask.train.metrics import Counters, MetricsLog, check_finite, peak_memory_bytes
 from unmask.train.optim import cosine_lr, make_optimizer
 from unmask.train.transfer import load_pretrained_weights, optimizer_summary
 
@@ -69,6 +69,11 @@ class Trainer:
         if cfg.transfer.enabled:
             load_pretrained_weights(self.model, cfg.transfer, self.log)
         self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
+        # float16 autocast needs loss scaling (its range underflows small gradients); a
+        # disabled scaler is the identity for float32 and bfloat16.
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp == torch.float16)
+        self.grad_norm = torch.zeros(())
         if cfg.transfer.enabled:
             self.log(optimizer_summary(self.model, self.optimizer))
         self.objective = make_objective(cfg, dataset, self.device)
@@ -85,6 +90,9 @@ class Trainer:
         """torch.compile where it pays (CUDA by default), then DDP across ranks."""
         wanted = self.cfg.train.compile
         if wanted == "true" or (wanted == "auto" and self.device.type == "cuda"):
+            # A backend that fails to compile (no C compiler, an unsupported op) runs the
+            # model eagerly instead of stopping the run; dynamo logs what went wrong.
+            torch._dynamo.config.suppress_errors = True
             model = torch.compile(model)
         if is_distributed():
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -93,9 +101,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"counters": self.counters.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "loader": self.loader.state_dict(), "task": self.objective.state_dict(),
-                "rng": rng_state()}
+        state = {"counters": self.counters.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "loader": self.loader.state_dict(),
+                 "task": self.objective.state_dict(), "rng": rng_state()}
+        if self.scaler.is_enabled():
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
 
     def _resume(self, resume: str) -> None:
         source = self.out_dir / "latest" if resume == "auto" else Path(resume)
@@ -111,6 +122,8 @@ class Trainer:
         self.loader.load_state_dict(state["loader"])
         self.objective.load_state_dict(state["task"])
         set_rng_state(state["rng"])
+        if "grad_scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.counters.load_state_dict(state["counters"])
         self.log(f"resumed from {loaded['path']} at step {self.counters.step}")
 
@@ -148,12 +161,14 @@ class Trainer:
                     logits = self.step_model(batch.inputs)
                 out = self.objective.loss(logits, batch)
                 loss = out.total / window_count
-                loss.backward()
+                self.scaler.scale(loss).backward()
             total += loss.detach()
             diagnostics.append(out.diagnostics)
-        if self.cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        self.optimizer.step()
+        self.scaler.unscale_(self.optimizer)  # fp16: true gradients before clipping
+        clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)  # skips the step if fp16 gradients overflowed
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return total, diagnostics
 
@@ -200,6 +215,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
                     if metrics:
                         metrics.write(c.step, train_loss=loss, lr=lr, tokens_per_sec=round(tok_s),
+                                      grad_norm=float(self.grad_norm),
+                                      peak_memory_mb=round(peak_memory_bytes(self.device) / 2**20),
                                       **{k: float(v) for k, v in step_log.items()})
 
                 if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
