@@ -109,10 +109,12 @@ class Trainer:
         return state
 
     def _resume(self, resume: str) -> None:
-        source = self.out_dir / "latest" if resume == "auto" else Path(resume)
-        if resume == "auto" and not (source / "model.safetensors").is_file():
-            self.log(f"no checkpoint in {self.out_dir}/latest; starting a new run")
-            return
+        source = Path(resume)
+        if resume == "auto":  # latest, or what a save that died left (latest.old, a temp dir)
+            source = ckpt.resumable_checkpoint(self.out_dir, log=self.log)
+            if source is None:
+                self.log(f"no complete checkpoint in {self.out_dir}; starting a new run")
+                return
         loaded = ckpt.load_checkpoint(source)
         if loaded["train_state"] is None:
             raise ckpt.CheckpointError(f"{loaded['path']} has no training state to resume from")
