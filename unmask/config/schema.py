@@ -34,7 +34,7 @@ class ModelConfig:
     causal: bool = False  # causal attention: the autoregressive baseline (mode language_model)
     binary_head: bool = False  # per-token good/wrong head instead of the vocabulary (remasking)
     num_classes: int = 0  # sequence_classifier only; 0 = from the dataset's meta.json
-    pooling: str = "mean"  # sequence_classifier summary: mean | cls | layers (see Transformer.pooled)
+    pooling: str = "mean"  # sequence_classifier summary: mean | cls | layers (Transformer.pooled)
     rope_theta: float = 10000.0
     mlp_hidden: int = 0  # SwiGLU hidden width; 0 = 8/3 * n_embd rounded up to a multiple of 64
     activation_checkpointing: bool = False  # recompute blocks in backward: less memory, ~1/3 slower
@@ -103,6 +103,8 @@ class TrainConfig:
     antithetic: bool = True  # stratified diffusion times across the batch (MDLM)
     t_min: float = 1e-3  # smallest diffusion time sampled in training
     save_checkpoints: bool = True
+    on_nan: str = "stop"  # non-finite loss/gradient: stop | skip (the step) | rollback (halve lr)
+    max_rollbacks: int = 3  # on_nan=rollback: rollbacks before giving up
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "unmask"
@@ -116,6 +118,10 @@ class TrainConfig:
             raise ConfigError("train.compile must be one of auto, true, false")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError("train.dtype must be one of auto, float32, bfloat16, float16")
+        if self.on_nan not in ("stop", "skip", "rollback"):
+            raise ConfigError(f"train.on_nan must be stop, skip or rollback, got '{self.on_nan}'")
+        if self.max_rollbacks < 0:
+            raise ConfigError(f"train.max_rollbacks must be >= 0, got {self.max_rollbacks}")
         if not 0.0 <= self.t_min < 1.0:
             raise ConfigError("train.t_min must be in [0, 1)")
 

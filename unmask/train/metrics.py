@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from unmask.config.schema import RunConfig
+from unmask.errors import UserError
 
 
 @dataclass
@@ -18,6 +19,9 @@ class Counters:
     step: int = 0
     best_val: float = math.inf
     tokens_seen: int = 0
+    lr_scale: float = 1.0  # halved by each NaN rollback
+    rollbacks: int = 0
+    skipped_steps: int = 0  # on_nan=skip: steps whose update was dropped
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -25,6 +29,9 @@ class Counters:
     def load_state_dict(self, state: dict) -> None:
         self.step, self.best_val = int(state["step"]), float(state["best_val"])
         self.tokens_seen = int(state["tokens_seen"])
+        self.lr_scale = float(state.get("lr_scale", 1.0))  # older checkpoints lack these
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
 
 
 class MetricsLog:
@@ -57,13 +64,8 @@ class MetricsLog:
             self.wandb.finish()
 
 
-def check_finite(loss, step: int) -> float:
-    """The loss as a float (a host sync: call it at log intervals only); a non-finite loss
-    stops training with the step and what to try."""
-    value = float(loss)
-    if not math.isfinite(value):
-        raise FloatingPointError(f"loss became {value} at step {step}; lower optim.lr")
-    return value
+class TrainingDiverged(UserError):
+    """The loss or gradients became non-finite and the on_nan policy gave up."""
 
 
 def peak_memory_bytes(device: torch.device) -> int:

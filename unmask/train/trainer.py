@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -34,8 +35,14 @@ from unmask.runtime.distributed import (
     world_size,
 )
 from unmask.runtime.rng import derive_seed, rng_state, seed_everything, set_rng_state
-from unmask.train.metrics import Counters, MetricsLog, check_finite, peak_memory_bytes
+from unmask.train.metrics import (
+    Counters,
+    MetricsLog,
+    TrainingDiverged,
+    peak_memory_bytes,
+)
 from unmask.train.optim import cosine_lr, make_optimizer
+from unmask.train.signals import GracefulStop
 from unmask.train.transfer import load_pretrained_weights, optimizer_summary
 
 
@@ -169,10 +176,19 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)  # fp16: true gradients before clipping
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if self.cfg.train.on_nan != "stop" and not self._finite(total):
+            self.optimizer.zero_grad(set_to_none=True)  # no update from a non-finite step
+            return total, diagnostics
         self.scaler.step(self.optimizer)  # skips the step if fp16 gradients overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return total, diagnostics
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Loss and gradient norm finite on every rank (one host sync: only asked when
+        train.on_nan is skip or rollback; `stop` checks the loss at log intervals)."""
+        bad = (~torch.isfinite(loss) | ~torch.isfinite(self.grad_norm)).float()
+        return not bool(all_reduce_sum(bad))
 
     def evaluate(self) -> Metrics:
         """Validation figures of the current model; changes no state."""
@@ -180,67 +196,112 @@ class Trainer:
 
     def set_lr(self) -> float:
         o = self.cfg.optim
-        lr = cosine_lr(self.counters.step, o.lr, o.min_lr, o.warmup_iters,
-                       o.lr_decay_iters or self.cfg.train.max_iters)
+        lr = self.counters.lr_scale * cosine_lr(self.counters.step, o.lr, o.min_lr,
+                                                o.warmup_iters,
+                                                o.lr_decay_iters or self.cfg.train.max_iters)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
 
+    # ------------------------------------------------------------------ non-finite steps
+    def _on_non_finite(self, step: int) -> None:
+        """train.on_nan after step `step` went non-finite: skip it, or roll back to the last
+        complete checkpoint with the learning rate halved, or stop naming both."""
+        policy, c = self.cfg.train.on_nan, self.counters
+        if policy == "skip":
+            c.skipped_steps += 1
+            self.log(f"step {step}: non-finite loss or gradient; update skipped")
+            return
+        source = ckpt.resumable_checkpoint(self.out_dir, log=self.log)
+        where = f"the last checkpoint is {source}" if source else "no checkpoint was saved yet"
+        if policy == "stop" or source is None or c.rollbacks >= self.cfg.train.max_rollbacks:
+            tried = f" after {c.rollbacks} rollbacks" if policy == "rollback" else ""
+            raise TrainingDiverged(f"loss or gradients became non-finite at step {step}{tried}; "
+                                   f"{where}; lower optim.lr or set train.on_nan=rollback")
+        rollbacks, scale = c.rollbacks + 1, c.lr_scale / 2
+        self._resume(str(source))
+        c.rollbacks, c.lr_scale = rollbacks, scale
+        self.log(f"step {step}: non-finite loss or gradient; rolled back to {source} "
+                 f"(step {c.step}) with the learning rate halved (x{scale:g})")
+
     # ------------------------------------------------------------------ loop
     def run(self) -> dict[str, float]:
+        """Train to max_iters (or until a SIGINT / SIGTERM, after which it saves and returns)."""
         cfg, c = self.cfg.train, self.counters
         if is_main():
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
         self.log(describe(self.model) + f" on {self.device}")
-        metrics = MetricsLog(self.out_dir, self.cfg) if is_main() else None
-        bar = tqdm(total=cfg.max_iters, initial=c.step, disable=not (cfg.progress and is_main()),
-                   unit="it", dynamic_ncols=True)
+        self.metrics = MetricsLog(self.out_dir, self.cfg) if is_main() else None
+        self.bar = tqdm(total=cfg.max_iters, initial=c.step,
+                        disable=not (cfg.progress and is_main()), unit="it", dynamic_ncols=True)
         last_eval: Metrics = {}
-        tokens_per_step = cfg.grad_accum * cfg.batch_size * self.cfg.model.block_size
-        started, start_step = time.time(), c.step
+        self.started, self.start_step = time.time(), c.step
+        stop = GracefulStop(self.log)
         try:
-            self.model.train()
-            while c.step < cfg.max_iters:
-                lr = self.set_lr()
-                loss, diagnostics = self.train_step()
-                c.step += 1
-                c.tokens_seen += tokens_per_step * world_size()
-                bar.update(1)
-                # Feedback controllers run every step on device values; nothing here syncs.
-                step_log = self.objective.after_step(c.step, diagnostics)
-
-                if c.step % cfg.log_interval == 0 or c.step == cfg.max_iters:
-                    loss = check_finite(all_reduce_sum(loss) / world_size(), c.step)
-                    elapsed = time.time() - started
-                    tok_s = (c.step - start_step) * tokens_per_step / max(elapsed, 1e-9)
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
-                    if metrics:
-                        metrics.write(c.step, train_loss=loss, lr=lr, tokens_per_sec=round(tok_s),
-                                      grad_norm=float(self.grad_norm),
-                                      peak_memory_mb=round(peak_memory_bytes(self.device) / 2**20),
-                                      **{k: float(v) for k, v in step_log.items()})
-
-                if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
-                    last_eval = self.evaluate()
-                    last_eval.update(self.objective.after_validation(c.step, last_eval))
-                    improved = last_eval["val_loss"] < c.best_val
-                    c.best_val = min(c.best_val, last_eval["val_loss"])
-                    if metrics:
-                        metrics.write(c.step, **{k if k.startswith("val") else f"val_{k}": v
-                                                 for k, v in last_eval.items()})
-                    headline = {k: v for k, v in last_eval.items() if "stage_" not in k}
-                    if is_main():
-                        bar.write(f"step {c.step}: " + ", ".join(
-                            f"{k} {v:.4f}" for k, v in headline.items())
-                            + f", train loss {float(loss):.4f}")
-                    if cfg.save_checkpoints:
-                        self.save("latest")
-                        if improved:
-                            self.save("best")
+            with stop:
+                self.model.train()
+                while c.step < cfg.max_iters and not stop.requested:
+                    lr = self.set_lr()
+                    loss, diagnostics = self.train_step()
+                    c.step += 1
+                    c.tokens_seen += self.tokens_per_step
+                    self.bar.update(1)
+                    if cfg.on_nan != "stop" and not self._finite(loss):
+                        self._on_non_finite(c.step)
+                        continue
+                    # Feedback controllers run every step on device values; nothing here syncs.
+                    step_log = self.objective.after_step(c.step, diagnostics)
+                    if c.step % cfg.log_interval == 0 or c.step == cfg.max_iters:
+                        self._log_step(loss, lr, step_log)
+                    if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
+                        last_eval = self._validate_and_save(loss)
+                if stop.requested and cfg.save_checkpoints:
+                    self.save("latest")
+                    self.log(f"stopped at step {c.step}; `--resume auto` continues from here")
         finally:
-            bar.close()
-            if metrics:
-                metrics.close()
+            self.bar.close()
+            if self.metrics:
+                self.metrics.close()
         return {"step": c.step, "best_val_loss": c.best_val, **last_eval,
-                "train_seconds": round(time.time() - started, 1)}
+                "train_seconds": round(time.time() - self.started, 1),
+                **({"interrupted": True} if stop.requested else {})}
+
+    @property
+    def tokens_per_step(self) -> int:
+        t = self.cfg.train
+        return t.grad_accum * t.batch_size * self.cfg.model.block_size * world_size()
+
+    def _log_step(self, loss: torch.Tensor, lr: float, step_log: dict) -> None:
+        """Metrics of this step (the one host sync of a log interval)."""
+        c = self.counters
+        value = float(all_reduce_sum(loss.detach().clone()) / world_size())
+        if not math.isfinite(value):
+            self._on_non_finite(c.step)  # on_nan=stop: raises, naming step and checkpoint
+        elapsed = time.time() - self.started
+        tok_s = (c.step - self.start_step) * self.tokens_per_step / max(elapsed, 1e-9)
+        self.bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
+        if self.metrics:
+            self.metrics.write(c.step, train_loss=value, lr=lr, tokens_per_sec=round(tok_s),
+                               grad_norm=float(self.grad_norm),
+                               peak_memory_mb=round(peak_memory_bytes(self.device) / 2**20),
+                               **{k: float(v) for k, v in step_log.items()})
+
+    def _validate_and_save(self, loss: torch.Tensor) -> Metrics:
+        c = self.counters
+        result = self.evaluate()
+        result.update(self.objective.after_validation(c.step, result))
+        improved = result["val_loss"] < c.best_val
+        c.best_val = min(c.best_val, result["val_loss"])
+        if self.metrics:
+            self.metrics.write(c.step, **{k if k.startswith("val") else f"val_{k}": v
+                                          for k, v in result.items()})
+        if is_main():
+            headline = {k: v for k, v in result.items() if "stage_" not in k}
+            self.bar.write(f"step {c.step}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in headline.items()) + f", train loss {float(loss):.4f}")
+        if self.cfg.train.save_checkpoints:
+            self.save("latest")
+            if improved:
+                self.save("best")
+        return result

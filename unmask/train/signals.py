@@ -1,0 +1,38 @@
+"""Graceful stop: the first SIGINT / SIGTERM asks the loop to finish its step, save and exit 0;
+a second one stops at once (KeyboardInterrupt). Nothing already saved is lost either way:
+checkpoints are written atomically."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class GracefulStop:
+    """Context manager; `requested` turns true on the first signal. Outside the main thread
+    (where Python cannot install handlers) it is a no-op that never requests a stop."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, log=print):
+        self.requested = False
+        self.log = log
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt  # second signal: stop now
+        self.requested = True
+        self.log(f"{signal.Signals(signum).name}: finishing this step, saving a checkpoint and "
+                 "stopping (send it again to stop at once)")
+
+    def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
