@@ -304,12 +304,20 @@ def find_checkpoint(path: str | Path, log: Callable[[str], None] = _stderr) -> P
                           "train first with `unmask train`")
 
 
-def _read_json(path: Path) -> dict:
+# A checkpoint's JSON files are small (the optimizer's tensors live in state.safetensors);
+# anything bigger is not ours, and is refused before it is read into memory.
+MAX_JSON_BYTES = 64 * 2**20
+
+
+def read_json(path: Path) -> dict:
     try:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path} is larger than {MAX_JSON_BYTES // 2**20} MiB; not a "
+                                  "checkpoint file written by unmask")
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file missing: {path}") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{path} is truncated or corrupt; use another checkpoint") from None
 
 
@@ -335,14 +343,14 @@ def upgrade(config: dict) -> dict:
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint dir into {config, tokenizer, meta, weights, train_state (or None)}."""
     path = find_checkpoint(path)
-    config = upgrade(_read_json(path / "config.json"))
+    config = upgrade(read_json(path / "config.json"))
     weights = _read_tensors(path / "model.safetensors")
     state = None
     if (path / "state.json").is_file():
-        state = join_tensors(_read_json(path / "state.json"),
+        state = join_tensors(read_json(path / "state.json"),
                              _read_tensors(path / "state.safetensors"))
-    return {"path": path, "config": config, "tokenizer": _read_json(path / "tokenizer.json"),
-            "meta": _read_json(path / "meta.json"), "weights": weights, "train_state": state}
+    return {"path": path, "config": config, "tokenizer": read_json(path / "tokenizer.json"),
+            "meta": read_json(path / "meta.json"), "weights": weights, "train_state": state}
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from unmask.model.checkpoint import (
     join_tensors,
     load_checkpoint,
     load_weights,
+    read_json,
 )
 from unmask.model.transformer import Transformer
 from unmask.runtime.device import pick_device
@@ -59,7 +59,7 @@ def checkpoint_mask_logit_bias(path: str | Path, config: RunConfig) -> float:
     state_file = find_checkpoint(path) / "state.json"
     if not state_file.is_file():
         return sc.initial_mask_logit_bias
-    state = join_tensors(json.loads(state_file.read_text(encoding="utf-8")), _NoTensors())
+    state = join_tensors(read_json(state_file), _NoTensors())
     controller = state.get("task", {}).get("bias_controller")
     return float(controller["bias"]) if controller else sc.initial_mask_logit_bias
 
