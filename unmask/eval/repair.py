@@ -115,7 +115,7 @@ def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
                             n_passages)
     bias = checkpoint_mask_logit_bias(pre.path, pre.config)
     result = repair_scores(pre.model, clean, rate=rate, vocab_size=tok.vocab_size,
-                           mask_id=tok.mask_id, wrong_id=tok.special_tokens["wrong_token_id"],
+                           mask_id=tok.mask_id, wrong_id=tok.special_id("wrong"),
                            remask_target=pre.config.self_correction.remask_target,
                            mask_logit_bias=bias, max_steps=max_steps,
                            change_margin=change_margin, flag_bias=flag_bias)

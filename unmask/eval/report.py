@@ -67,7 +67,7 @@ def _diffusion(pre: Pretrained, dataset: Dataset, max_windows, t_points, batch_s
 def _classifier(pre: Pretrained, dataset: Dataset, max_windows, t_points, batch_size) -> dict:
     passages = load_passages(dataset.path)
     x, y = passages["val_x"][:max_windows], passages["val_y"][:max_windows]
-    cls = torch.full_like(x[:, :1], pre.tokenizer.special_tokens["cls_token_id"])
+    cls = torch.full_like(x[:, :1], pre.tokenizer.special_id("cls"))
     result = classification_scores(pre.model, torch.cat([cls, x], 1), y, batch_size)
     return {"val_loss": result["loss"], "accuracy": result["accuracy"], "val_passages": len(y)}
 

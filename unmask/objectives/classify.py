@@ -23,7 +23,7 @@ class ClassificationObjective(Objective):
             raise UserError(f"{dataset.path} has no labelled passages; prepare a classification "
                             "dataset, e.g. `unmask prepare authors --out data/authors`")
         self.passages = load_passages(dataset.path)
-        self.cls_id = self.tokenizer.special_tokens["cls_token_id"]
+        self.cls_id = self.tokenizer.special_id("cls")
 
     def make_loader(self, seed: int) -> PassageLoader:
         return PassageLoader(self.passages["train_x"], self.passages["train_y"],

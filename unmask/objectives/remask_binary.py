@@ -32,11 +32,11 @@ class RemaskBinaryObjective(Objective):
         self.sc = cfg.self_correction
         tok = self.tokenizer
         self.V, self.mask_id = tok.vocab_size, tok.mask_id
-        self.wrong_id = tok.special_tokens["wrong_token_id"]
+        self.wrong_id = tok.special_id("wrong")
         # Without the binary head, the [GOOD]/[BAD] columns of the vocabulary head are the
         # two classes (seed 000's remask_good_id / remask_wrong_id targets).
-        self.columns = None if cfg.model.binary_head else [tok.special_tokens["remask_good_id"],
-                                                           tok.special_tokens["remask_wrong_id"]]
+        self.columns = None if cfg.model.binary_head else [tok.special_id("good"),
+                                                           tok.special_id("bad")]
         inputs, wrong = binary_corruption(_val_windows(cfg, dataset), self.sc, self.V,
                                           self.mask_id, self.wrong_id,
                                           torch.Generator().manual_seed(VALIDATION_CORRUPTION_SEED))

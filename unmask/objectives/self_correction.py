@@ -79,7 +79,7 @@ class SelfCorrectionObjective(Objective):
         self.sc = cfg.self_correction
         tok = self.tokenizer
         self.V, self.mask_id = tok.vocab_size, tok.mask_id
-        self.wrong_id = tok.special_tokens["wrong_token_id"]
+        self.wrong_id = tok.special_id("wrong")
         self.remask_id = remask_id_for(self.sc.remask_target, self.mask_id, self.wrong_id)
         self.controller = None
         if self.sc.remask_target == "mask":

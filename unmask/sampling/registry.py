@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def _remask_for(pre: Pretrained) -> RemaskSampler:
     from unmask.model.pretrained import checkpoint_mask_logit_bias
 
-    return RemaskSampler(wrong_id=pre.tokenizer.special_tokens["wrong_token_id"],
+    return RemaskSampler(wrong_id=pre.tokenizer.special_id("wrong"),
                          remask_target=pre.config.self_correction.remask_target,
                          mask_logit_bias=checkpoint_mask_logit_bias(pre.path, pre.config))
 
