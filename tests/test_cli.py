@@ -111,3 +111,21 @@ def test_debug_flag_shows_the_traceback_of_a_user_error(tmp_path, monkeypatch):
     assert main(["eval", str(tmp_path / "missing")]) == 2
     with pytest.raises(UserError, match="no such checkpoint"):
         main(["--debug", "eval", str(tmp_path / "missing")])
+
+
+def test_dry_run_estimates_and_writes_nothing(tmp_path, capsys):
+    from unmask.data.prepare import prepare
+
+    data = prepare("tinyshakespeare", tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "debug", "--data", str(data), "--out", str(out), "--dry-run",
+                 "--train.max_iters=50", "--train.eval_interval=10", "--train.dtype=float32",
+                 "--train.progress=false"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed.strip().splitlines()[-1])
+    assert summary["dry_run"] and summary["steps_remaining"] == 50
+    step, val = summary["seconds_per_step"], summary["seconds_per_validation"]
+    assert summary["estimated_run_seconds"] == pytest.approx(50 * step + 5 * val, abs=0.1)
+    assert summary["tokens_per_step"] == 8 * 32 and summary["parameters"] > 10_000
+    assert '"max_iters": 50' in printed  # the resolved config is shown
+    assert not out.exists()

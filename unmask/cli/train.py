@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--data", help="prepared dataset dir, corpus name or text file")
     p.add_argument("--out", help="run directory (default out/<preset>)")
     p.add_argument("--resume", help="'auto' (continue RUN/latest if present) or a checkpoint dir")
+    p.add_argument("--dry-run", action="store_true",
+                   help="resolve the config, build the model, time a few steps and print the "
+                        "estimated time per step and for the whole run; writes nothing")
 
 
 
@@ -45,7 +48,14 @@ def run(args, extra: list[str]) -> int:
             if is_main():
                 resolve_dataset(cfg.data)  # prepares a corpus once, before the other ranks read it
             barrier()
-            result = Trainer(cfg, resolve_dataset(cfg.data), out, resume=args.resume).run()
+            trainer = Trainer(cfg, resolve_dataset(cfg.data), out, resume=args.resume)
+            if args.dry_run:
+                from unmask.train.dry_run import dry_run
+
+                print(json.dumps({"config": trainer.cfg.to_dict()}, indent=1))
+                result = {"dry_run": True, **dry_run(trainer)}
+            else:
+                result = trainer.run()
     finally:
         shutdown()
     if main:

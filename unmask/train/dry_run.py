@@ -1,0 +1,48 @@
+"""`unmask train ... --dry-run`: resolve the config, build everything, time a few steps and
+print what the run would cost, without writing anything."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from unmask.model.transformer import describe
+from unmask.train.trainer import Trainer
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def dry_run(trainer: Trainer, steps: int = 3, warmup: int = 1) -> dict:
+    """Time `steps` training steps (after `warmup`) and one validation; estimate the run."""
+    cfg = trainer.cfg.train
+    trainer.model.train()
+    for _ in range(warmup):
+        trainer.train_step()
+    _sync(trainer.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss, _ = trainer.train_step()
+    float(loss)  # wait for the device
+    _sync(trainer.device)
+    step_s = (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    trainer.evaluate()
+    eval_s = time.perf_counter() - start
+    remaining = cfg.max_iters - trainer.counters.step
+    evals = remaining // cfg.eval_interval + (remaining % cfg.eval_interval > 0)
+    return {
+        "model": describe(trainer.model),
+        "device": str(trainer.device),
+        "precision": str(trainer.amp or torch.float32).replace("torch.", ""),
+        "parameters": trainer.model.num_parameters(),
+        "tokens_per_step": trainer.tokens_per_step,
+        "seconds_per_step": round(step_s, 4),
+        "tokens_per_second": round(trainer.tokens_per_step / step_s),
+        "seconds_per_validation": round(eval_s, 3),
+        "estimated_run_seconds": round(remaining * step_s + evals * eval_s, 1),
+        "steps_remaining": remaining,
+    }
