@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unmask"
 
 # The data flow, upstream first: a module may import its own layer and the layers before it.
 LAYERS = ["errors", "config", "runtime", "text", "noise", "data", "model", "losses", "sampling", "eval",
-          "objectives", "train", "cli"]
+          "objectives", "train", "serve", "cli"]
 MAX_LINES = 400
 
 
