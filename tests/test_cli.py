@@ -1,10 +1,14 @@
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
 from unmask.cli.main import main
+from unmask.data.dataset import Dataset
+from unmask.model.pretrained import load_pretrained
+from unmask.sampling.registry import sample_texts
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,16 @@ def test_eval_json_reports_required_keys(run_dir, capsys):
     result = json.loads(capsys.readouterr().out)
     for key in ("elbo_nats_per_char", "elbo_bits_per_char", "masked_accuracy", "word_validity"):
         assert isinstance(result[key], float)
-    assert 0 <= result["word_validity"] <= 1
+    # word validity recomputed: the same 2 samples (seed 0, the checkpoint's sampler), their
+    # lower-cased letter runs looked up in the training split's words
+    pre = load_pretrained(str(run_dir / "run"), "cpu")
+    texts = sample_texts(pre, 2, seed=0)
+    data = Dataset.load(run_dir / "ts")
+    known = set(re.findall(r"[a-z]+", data.tokenizer.decode(data.train.tolist()).lower()))
+    words = re.findall(r"[a-z]+", " ".join(texts).lower())
+    valid = sum(word in known for word in words)
+    assert 0 < valid < len(words) == result["words_scored"]  # a 20-step model: some words
+    assert result["word_validity"] == pytest.approx(valid / len(words))
     assert main(["eval", str(run_dir / "run"), "--json", "--max-windows", "8",
                  "--samples", "2"]) == 0
     assert json.loads(capsys.readouterr().out) == result  # deterministic

@@ -195,18 +195,25 @@ def test_each_sample_is_masked_as_its_stage_says(tiny):
 # --- the task ---------------------------------------------------------------------------------
 
 def test_batch_loss_and_normaliser(tiny):
-    cfg = tiny_run_config(tiny, **{"curriculum.uncertainty_factor": 0.1})
+    """Every curriculum option reaches the loss (masked_token_loss itself is checked against
+    golden values in test_curriculum.py), with the entropy penalty of this step."""
+    options = {"curriculum.uncertainty_factor": 0.1, "curriculum.weight_loss_by_mask_ratio": True,
+               "curriculum.enable_entropy_penalty": True, "curriculum.max_entropy_penalty": 0.4,
+               "curriculum.entropy_penalty_start_iter": 0}
+    cfg = tiny_run_config(tiny, **options)  # max_iters 4
     task = CurriculumObjective(cfg, Dataset.load(tiny), torch.device("cpu"), log=_quiet)
-    batch = task.make_batch(task.make_loader(0).next_batch(), 0)
+    batch = task.make_batch(task.make_loader(0).next_batch(), 1)
     masked = batch.masked
     assert (batch.inputs[masked] == task.tokenizer.mask_id).all()
     assert torch.equal(batch.inputs[~masked], batch.targets[~masked])
     norm = task.normaliser(batch)
     assert isinstance(norm, torch.Tensor) and norm.item() == masked.sum().item()
+    assert batch.entropy_penalty == pytest.approx(0.4 * 1 / 4)  # linear ramp, step 1 of 4
     logits = torch.randn(*batch.inputs.shape, task.tokenizer.extended_vocab_size)
     expect = masked_token_loss(logits, batch.targets, masked, task.tokenizer.vocab_size,
-                               uncertainty_factor=0.1)[0]
-    assert torch.allclose(task.loss(logits, batch).total, expect)
+                               uncertainty_factor=0.1, weight_loss_by_mask_ratio=True,
+                               entropy_penalty=0.1)[0]
+    assert torch.equal(task.loss(logits, batch).total, expect)
 
 
 def test_stage_advances_after_exactly_stale_count_stale_evals(tiny, monkeypatch):
@@ -255,7 +262,28 @@ def test_report_format_and_metrics(tiny):
                                                  + metrics["val_stage_1_loss"]) / 2)
     assert metrics["val_model_vs_random"] == pytest.approx(
         torch.tensor(float(task.tokenizer.vocab_size)).log().item() / metrics["val_loss"])
-    assert 0 <= metrics["val_most_likely_accuracy"] <= 1
+    # Each stage's figures recomputed independently: one sample at a time, float64
+    # log-softmax over the real tokens, on the first eval_batches * batch_size samples.
+    vocab, mask_id = task.tokenizer.vocab_size, task.tokenizer.mask_id
+    n_scored = cfg.train.eval_batches * cfg.train.batch_size
+    accuracies = []
+    model.eval()
+    for v, val in enumerate(task.validation):
+        nll, hits, count = 0.0, 0, 0
+        for x0, masked in zip(val.x0[:n_scored], val.masked[:n_scored]):
+            with torch.no_grad():
+                logits = model(torch.where(masked, mask_id, x0)[None])[0, :, :vocab].double()
+            logp = logits.log_softmax(-1)
+            for i in masked.nonzero().flatten().tolist():
+                nll -= float(logp[i, x0[i]])
+                hits += int(logits[i].argmax() == x0[i])
+                count += 1
+        assert metrics[f"val_stage_{v}_loss"] == pytest.approx(nll / count, rel=1e-5)
+        assert metrics[f"val_stage_{v}_accuracy"] == hits / count
+        assert metrics[f"val_stage_{v}_masked_ratio"] == count / (min(n_scored, len(val.x0))
+                                                                  * val.x0.size(1))
+        accuracies.append(hits / count)
+    assert metrics["val_most_likely_accuracy"] == pytest.approx(sum(accuracies) / len(accuracies))
 
 
 def test_resume_mid_stage_restores_stage_best_and_stale(tiny, tmp_path):
@@ -274,7 +302,7 @@ def test_resume_mid_stage_restores_stage_best_and_stale(tiny, tmp_path):
     resumed.run()
     assert resumed.objective.state == full.objective.state
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), name
+        assert torch.equal(a, b), name  # bit for bit
     # A state in the middle of a later stage survives the checkpoint exactly.
     half.objective.state = CurriculumState(stage=1, best_val_loss=2.5, stale_count=1)
     half.save("latest")

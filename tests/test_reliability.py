@@ -84,6 +84,9 @@ def test_rollback_reloads_the_checkpoint_with_the_learning_rate_halved(shakespea
     assert [line["step"] for line in steps] == [1, 2, 3, 4, 5, 5, 6, 7, 8]
     first5, again5 = [line for line in steps if line["step"] == 5]
     assert again5["lr"] == pytest.approx(first5["lr"] / 2)
+    # Step 5's loss is computed before its update: rolled back to the step-4 weights, loader
+    # and noise streams, the re-run sees the same model on the same batch, bit for bit.
+    assert again5["train_loss"] == first5["train_loss"]
     resumed = Trainer(trainer.cfg, shakespeare, tmp_path, resume="auto", log=lambda *_: None)
     assert resumed.counters.lr_scale == 0.5  # the halving survives a resume
 

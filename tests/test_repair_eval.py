@@ -6,7 +6,10 @@ import torch
 import torch.nn as nn
 
 from unmask.cli.main import main
+from unmask.data.dataset import Dataset
 from unmask.eval.repair import repair_passages, repair_scores
+from unmask.model.pretrained import load_pretrained
+from unmask.noise.corruption import corrupt_text_ids
 
 V, MASK, WRONG, VEXT = 65, 65, 66, 72
 KEYS = ("repair_precision", "repair_recall", "repair_f1", "cer_before", "cer_after",
@@ -64,8 +67,31 @@ def test_eval_repair_json(sc_run, capsys):
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
     for key in KEYS:
-        assert isinstance(first[key], float) and 0.0 <= first[key] <= 1.0
+        assert isinstance(first[key], float)
     assert first["passages"] == 8 and first["passage_length"] == 32
+    # Detection and the error rates recomputed from the checkpoint, independently of
+    # repair_scores: the same 8 passages and seeded corruption, one forward pass each.
+    pre = load_pretrained(str(sc_run), "cpu")
+    clean = repair_passages(Dataset.load(pre.meta["dataset_dir"]).val, 32, 8)
+    corrupted, replaced = corrupt_text_ids(clean, 0.10, V, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = pre.model.eval()(corrupted)
+        fills = pre.model(torch.where(replaced, MASK, corrupted))[..., :V].argmax(-1)
+    flags = logits[..., WRONG] > logits[..., :V].max(-1).values
+    tp, n_flags, n_bad = int((flags & replaced).sum()), int(flags.sum()), int(replaced.sum())
+    precision = tp / n_flags if n_flags else 1.0  # no flags: no false alarms
+    recall = tp / n_bad
+    assert (first["repair_precision"], first["repair_recall"]) == (precision, recall)
+    assert first["repair_f1"] == pytest.approx(
+        2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    assert first["cer_before"] == float((corrupted != clean).double().mean())
+    oracle = torch.where(replaced, fills, corrupted)
+    assert first["cer_after_oracle_detection"] == pytest.approx(
+        float((oracle != clean).double().mean()), rel=1e-6)
+    # what is wrong after the repair: replaced characters not restored, plus damaged others
+    n, bad = clean.numel(), first["corrupted_chars"]
+    assert first["cer_after"] * n == pytest.approx(bad * (1 - first["restored"])
+                                                   + (n - bad) * first["damaged"])
     assert first["cer_before"] == pytest.approx(3 / 32)  # round(0.1 * 32) per passage
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out) == first  # deterministic

@@ -10,9 +10,16 @@ from tests.test_curriculum_task import make_tiny_dataset
 from unmask.cli.main import main as unmask_main
 from unmask.cli.seed_run import load_seed_run, main
 from unmask.config.io import ConfigError, read_config_file
+from unmask.config.schema import RunConfig, apply_overrides
 from unmask.config.seed_names import translate
 
 REPO = Path(__file__).resolve().parents[1]
+NANOGPT_NAMES = {"batch_size": "train.batch_size", "learning_rate": "optim.lr",
+                 "max_iters": "train.max_iters", "n_layer": "model.n_layer",
+                 "n_head": "model.n_head", "n_embd": "model.n_embd", "dropout": "model.dropout",
+                 "eval_interval": "train.eval_interval", "eval_iters": "train.eval_batches",
+                 "gradient_accumulation_steps": "train.grad_accum",
+                 "weight_decay": "optim.weight_decay", "warmup_iters": "optim.warmup_iters"}
 CONFIGS = sorted((REPO / "config").rglob("*.py"))
 
 
@@ -34,9 +41,16 @@ def write_config(path: Path, tiny: Path, **extra) -> Path:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_configs_translate(path):
-    dotted, special, _ = translate(read_config_file(path))
+    raw = read_config_file(path)
+    dotted, special, _ = translate(raw)
     assert special["dataset"].startswith("shakespeare_char")
-    assert dotted["train.batch_size"] > 0
+    cfg = apply_overrides(RunConfig(), dotted)  # every translated key and value is valid
+    # the nanoGPT names a file sets arrive unchanged where they belong
+    for seed_name, dotted_name in NANOGPT_NAMES.items():
+        if seed_name in raw:
+            section, field = dotted_name.split(".")
+            assert getattr(getattr(cfg, section), field) == raw[seed_name], seed_name
+    assert "batch_size" in raw
 
 
 def test_experiment1_maps_to_run_config(tiny):

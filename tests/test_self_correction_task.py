@@ -55,13 +55,53 @@ def test_batches_follow_the_curriculum_and_loss_is_the_weighted_loss(shakespeare
     assert task.after_step(102, [out.diagnostics]) == log  # no state left behind by loss()
 
 
-def test_evaluate_is_fixed_and_reports_detection(shakespeare):
-    trainer = Trainer(sc_config(), shakespeare, "unused", log=quiet)
+def _by_hand_detection(flags: torch.Tensor, truth: torch.Tensor) -> tuple[float, float, float]:
+    """Precision, recall, F1 from the counts (both sets non-empty here)."""
+    tp = int((flags & truth).sum())
+    precision, recall = tp / int(flags.sum()), tp / int(truth.sum())
+    return precision, recall, 2 * precision * recall / (precision + recall)
+
+
+class FlagsSome(torch.nn.Module):
+    """A trained model whose [WRONG] logit is raised at a fixed, input-dependent third of the
+    positions, so validation has flags (right and wrong) to score."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        logits = self.inner(x).clone()
+        logits[..., V + 1] += 30.0 * ((x * 7 + torch.arange(x.size(1))) % 3 == 0)
+        return logits
+
+
+def test_evaluate_is_fixed_and_reports_detection(shakespeare, tmp_path):
+    trainer = Trainer(sc_config(), shakespeare, tmp_path, log=quiet)
     first, second = trainer.evaluate(), trainer.evaluate()
     assert first == second
-    for key in ("val_loss", "detect_precision", "detect_recall", "detect_f1", "fill_accuracy"):
-        assert 0.0 <= first[key] < 10
-    assert trainer.objective.eval_set.replaced_positions.any()  # full remask ratio from step 0
+    c = trainer.objective.eval_set
+    assert c.replaced_positions.any()  # full remask ratio from step 0
+    trainer.run()  # 10 steps: fills better than chance
+    model = FlagsSome(trainer.model).eval()
+    result = trainer.objective.validate(model, None)
+    with torch.no_grad():
+        logits = model(c.inputs)
+    # independent figures over the whole set at once (validation runs in batches)
+    flag_wins = logits[..., V + 1] > logits[..., :V].max(-1).values  # ties go to the token
+    flags = flag_wins & (c.inputs != V)
+    precision, recall, f1 = _by_hand_detection(flags, c.replaced_positions)
+    assert 0 < precision < 1 and 0 < recall < 1  # not a degenerate case
+    assert (result["detect_precision"], result["detect_recall"]) == (precision, recall)
+    assert result["detect_f1"] == pytest.approx(f1, rel=1e-12)
+    fills = logits[..., :V].argmax(-1)
+    hits = int(((fills == c.targets) & c.mask_positions).sum())
+    assert hits > 0 and result["fill_accuracy"] == hits / int(c.mask_positions.sum())
+    # the loss at the full penalty (task_weighted_loss is checked against a naive loop in
+    # test_self_correction.py), per token of the set
+    full = task_weighted_loss(logits, c, V, V + 1, trainer.cfg.self_correction.penalty_mask_correct,
+                              trainer.cfg.self_correction, vocab_size=V)[0]
+    assert result["val_loss"] == pytest.approx(float(full) / c.inputs.numel(), rel=1e-5)
 
 
 def test_bias_controller_is_wired_logged_and_resumed(shakespeare, tmp_path):
@@ -128,5 +168,18 @@ def test_binary_head_on_pretrained_unmasking_model_feature_extraction(shakespear
             assert torch.equal(value, pretrained[name]), name
     assert not torch.equal(trainer.model.binary.weight, head_before)
     assert trainer.model(torch.zeros(1, 8, dtype=torch.long)).shape == (1, 8, 2)
-    for key in ("detect_precision", "detect_recall", "detect_f1", "accuracy"):
-        assert 0.0 <= result[key] <= 1.0
+    # The final validation, recomputed from the final model over the whole fixed set.
+    task = trainer.objective
+    with torch.no_grad():
+        logits = trainer.model.eval()(task.eval_inputs).double()
+    wrong = task.eval_targets == 1
+    predicted = logits.argmax(-1) == 1
+    tp, n_pred, n_true = int((predicted & wrong).sum()), int(predicted.sum()), int(wrong.sum())
+    assert 0 < tp < min(n_pred, n_true)  # flags some, right and wrong: not a degenerate case
+    precision, recall = tp / n_pred, tp / n_true
+    assert (result["detect_precision"], result["detect_recall"]) == (precision, recall)
+    assert result["detect_f1"] == pytest.approx(2 * precision * recall / (precision + recall))
+    assert result["accuracy"] == pytest.approx(float((predicted == wrong).double().mean()))
+    weights = torch.where(wrong, cfg.self_correction.weight_remask_task, 1.0)
+    ce = -logits.log_softmax(-1).gather(-1, task.eval_targets[..., None]).squeeze(-1)
+    assert result["val_loss"] == pytest.approx(float((ce * weights).mean()), rel=1e-5)

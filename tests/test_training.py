@@ -70,8 +70,15 @@ def test_resume_continues_exactly(shakespeare, tmp_path):
                       resume="auto", log=lambda *_: None)
     assert resumed.counters.step == 15
     resumed.run()
+    # Bit for bit: the same float ops in the same order, whether or not the run was resumed.
+    assert full.model.state_dict().keys() == resumed.model.state_dict().keys()
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-6), name
+        assert torch.equal(a, b), name
+    moments = zip(full.optimizer.state_dict()["state"].values(),
+                  resumed.optimizer.state_dict()["state"].values())
+    for a, b in moments:
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(a[key], b[key]), key
 
 
 def test_checkpoint_has_no_pickle_and_is_atomic(shakespeare, tmp_path):
@@ -81,6 +88,17 @@ def test_checkpoint_has_no_pickle_and_is_atomic(shakespeare, tmp_path):
     files = sorted(p.name for p in (tmp_path / "latest").iterdir())
     assert files == ["config.json", "meta.json", "model.safetensors", "state.json",
                      "state.safetensors", "tokenizer.json"]
+    # each file reads with a format that cannot carry code: plain JSON, safetensors
+    from safetensors.torch import load_file
+
+    for name in files:
+        path = tmp_path / "latest" / name
+        if name.endswith(".json"):
+            json.loads(path.read_text(encoding="utf-8"))
+        else:
+            assert load_file(str(path))
+    assert set(load_file(str(tmp_path / "latest" / "model.safetensors"))) >= {
+        k for k in trainer.model.state_dict() if k != "head.weight"}  # tied to embed.weight
     assert not list(tmp_path.glob(".latest.tmp-*"))  # no leftover temp dirs
 
 

@@ -16,11 +16,15 @@ def test_float16_trains_with_a_grad_scaler_that_is_checkpointed(shakespeare, tmp
     cfg = resolve_config("debug", {**TINY, "train.dtype": "float16"})
     trainer = Trainer(cfg, shakespeare, tmp_path, log=lambda *_: None)
     assert trainer.scaler.is_enabled() and trainer.amp == torch.float16
+    # A scaler that grows every 2 clean steps: after 4 steps its scale (and growth interval)
+    # differ from a fresh scaler's, so a resume that dropped the state would show.
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=2)
     result = trainer.run()
     assert result["step"] == 4 and torch.isfinite(torch.tensor(result["val_loss"]))
     scale = trainer.scaler.get_scale()
+    assert scale == 4096.0  # 1024 doubled twice: no step overflowed
     resumed = Trainer(cfg, shakespeare, tmp_path, resume="auto", log=lambda *_: None)
-    assert resumed.scaler.get_scale() == scale
+    assert resumed.scaler.get_scale() == scale and resumed.scaler.get_growth_interval() == 2
     plain = Trainer(resolve_config("debug", {**TINY, "train.dtype": "float32"}), shakespeare,
                     tmp_path / "fp32", log=lambda *_: None)
     assert not plain.scaler.is_enabled() and "grad_scaler" not in plain.state_dict()
@@ -45,20 +49,44 @@ def test_activation_checkpointing_gives_the_same_gradients(tiny_model_config):
         calls.append(count[0])
     assert calls == [1, 2]  # checkpointing recomputes the block in the backward pass
     for plain, recomputed in zip(*grads):
-        assert torch.allclose(plain, recomputed, atol=1e-6)
+        assert torch.equal(plain, recomputed)  # the recomputed forward is the same ops
 
 
 @pytest.mark.parametrize("dtype", ["float32"])
-def test_metrics_log_grad_norm_and_peak_memory(shakespeare, tmp_path, dtype):
+def test_metrics_log_grad_norm_and_peak_memory(shakespeare, tmp_path, dtype, monkeypatch):
     import json
+    import math
+    import resource
 
     cfg = resolve_config("debug", {**TINY, "train.dtype": dtype, "train.log_interval": 2,
                                    "optim.grad_clip": 0.5})
     trainer = Trainer(cfg, shakespeare, tmp_path, log=lambda *_: None)
+    # Every step's gradient norm, computed here in float64 before clipping, and after it.
+    before_clip, after_clip = [], []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def watched(parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        before_clip.append(math.sqrt(sum(float(p.grad.double().square().sum())
+                                         for p in parameters if p.grad is not None)))
+        return clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", watched)
+    trainer.optimizer.register_step_pre_hook(lambda *_: after_clip.append(math.sqrt(sum(
+        float(p.grad.double().square().sum()) for p in trainer.model.parameters()
+        if p.grad is not None))))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
     trainer.run()
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [line for line in logged if "train_loss" in line]
     assert [line["step"] for line in steps] == [2, 4]
-    assert all(line["grad_norm"] > 0 and line["peak_memory_mb"] > 10 for line in steps)
-    # the logged norm is the pre-clipping norm of the last step's gradients
-    assert steps[-1]["grad_norm"] == pytest.approx(float(trainer.grad_norm))
+    # the logged norm is the pre-clipping norm of that step's gradients ...
+    assert len(before_clip) == 4
+    assert [line["grad_norm"] for line in steps] == pytest.approx(
+        [before_clip[1], before_clip[3]], rel=1e-5)
+    # ... and the optimizer stepped on gradients clipped to 0.5
+    assert after_clip == pytest.approx([min(n, 0.5) for n in before_clip], rel=1e-5)
+    assert any(n > 0.5 for n in before_clip)  # clipping really happened
+    # CPU peak memory is the process's peak resident set size at that step
+    assert all(round(rss_before) <= line["peak_memory_mb"] <= round(rss_after) for line in steps)

@@ -19,6 +19,11 @@ class ClassificationObjective(Objective):
 
     def __init__(self, cfg: RunConfig, dataset: Dataset, device: torch.device):
         super().__init__(cfg, dataset, device)
+        if cfg.train.batch_size < 2:
+            raise UserError("a sequence_classifier standardises its pooled features over the "
+                            "batch (BatchNorm) and needs train.batch_size >= 2 rows per "
+                            f"micro-batch, got {cfg.train.batch_size}; train.grad_accum does "
+                            "not add rows to a forward pass")
         if not (dataset.path / "passages.safetensors").is_file():
             raise UserError(f"{dataset.path} has no labelled passages; prepare a classification "
                             "dataset, e.g. `unmask prepare authors --out data/authors`")
