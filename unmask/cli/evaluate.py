@@ -10,12 +10,26 @@ NAME = "eval"
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(NAME, help="likelihood (exact NLL, ELBO or accuracy, by model) and word "
-                                     "validity of a checkpoint "
+    p = sub.add_parser(NAME, help="likelihood (exact NLL, ELBO or accuracy, by model), and "
+                                     "samples' judge NLL, diversity, style and word validity "
+                                     "beside the real text's "
                                      "(with --repair: detection and repair of corrupted text)")
     p.add_argument("checkpoint")
     p.add_argument("--data", help="dataset dir (default: the one the model was trained on)")
-    p.add_argument("--samples", type=int, default=8, help="samples scored for word validity")
+    p.add_argument("--samples", type=int, default=16,
+                   help="samples scored for generative quality, style and word validity "
+                        "(0: none)")
+    p.add_argument("--sample-length", type=int,
+                   help="length of those samples (default: the checkpoint's sample.length, "
+                        "capped by its context)")
+    p.add_argument("--judge", help="language_model checkpoint that scores the samples (judge "
+                                   "NLL); default: a run named `judge` beside this one; "
+                                   "'none': no judge")
+    p.add_argument("--mc-draws", type=int, default=2,
+                   help="diffusion models: independent draws per window for the Monte-Carlo "
+                        "ELBO and LLaDA estimates with standard errors (0: skip)")
+    p.add_argument("--mc-windows", type=int, default=64,
+                   help="diffusion models: validation windows for those estimates")
     p.add_argument("--max-windows", type=int, default=None,
                    help="score only the first N validation windows (default: the whole split)")
     p.add_argument("--t-points", type=int, default=8,
@@ -49,10 +63,15 @@ def run(args, extra: list[str]) -> int:
         from unmask.eval.report import evaluate_checkpoint
         result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device,
                                      n_samples=args.samples, max_windows=args.max_windows,
-                                     t_points=args.t_points, batch_size=args.batch_size)
+                                     t_points=args.t_points, batch_size=args.batch_size,
+                                     judge=args.judge, sample_length=args.sample_length,
+                                     mc_draws=args.mc_draws, mc_windows=args.mc_windows)
     if args.json:
         print(json.dumps(result))
-    else:
+    elif args.repair is not None:
         for key, value in result.items():
             print(f"{key:>24}: {value}")
+    else:
+        from unmask.eval.summary import print_report
+        print_report(result)
     return 0

@@ -33,6 +33,11 @@ class SampleRequest:
     top_p: float = 1.0  # 1 = no nucleus filter
     block_length: int = 0  # > 0: fill left to right in blocks of this size (LLaDA)
     gumbel64: bool = False  # draw by float64 Gumbel-max instead of multinomial (ReMDM)
+    threshold: float = 0.9  # `threshold` policy: reveal every mask this confident (Fast-dLLM)
+    eta: float | None = None  # ReMDM remasking strength (None: the schedule's paper default)
+    # Infill: the whole row, [MASK] (mask_id) where to generate, real tokens kept as they are.
+    # Then prompt_ids is empty and length is the number of masks (see sampling/infill.py).
+    template_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompt_ids", tuple(int(i) for i in self.prompt_ids))
@@ -46,10 +51,39 @@ class SampleRequest:
             raise UserError("--block-length must be >= 0 (0: the whole span at once)")
         if any(not 0 <= i < self.vocab_size for i in self.prompt_ids):
             raise UserError("the prompt must hold real tokens only, not [MASK] or specials")
+        if not 0.0 <= self.threshold <= 1.0 or (self.eta is not None and self.eta < 0):
+            raise UserError("need --threshold in [0, 1] and --eta >= 0")
+        object.__setattr__(self, "template_ids", tuple(int(i) for i in self.template_ids))
+        if self.template_ids:
+            if self.prompt_ids:
+                raise UserError("give either a prompt or an infill template, not both")
+            if any(not (0 <= i < self.vocab_size or i == self.mask_id)
+                   for i in self.template_ids):
+                raise UserError("an infill template holds real tokens and [MASK] only")
+            if self.template_ids.count(self.mask_id) != self.length:
+                raise ValueError("length must equal the number of [MASK] in template_ids")
 
     @property
     def total(self) -> int:
-        return len(self.prompt_ids) + self.length
+        """Tokens in a row: prompt (or template) and generated together."""
+        return len(self.template_ids) or len(self.prompt_ids) + self.length
+
+    @property
+    def n_fixed(self) -> int:
+        """Tokens given, not generated: the prompt, or the template's real tokens."""
+        return self.total - self.length
+
+    def initial_state(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting rows (B, total), [MASK] where to generate, and the bool mask of the
+        fixed positions (prompt or template tokens) that no sampler may change."""
+        if self.template_ids:
+            row = torch.tensor(self.template_ids, dtype=torch.long, device=device)
+        else:
+            row = torch.full((self.total,), self.mask_id, dtype=torch.long, device=device)
+            row[:len(self.prompt_ids)] = torch.tensor(self.prompt_ids, dtype=torch.long,
+                                                      device=device)
+        x = row.expand(self.num_samples, -1).clone()
+        return x, x != self.mask_id
 
 
 @dataclass(frozen=True, eq=False)  # tensors: compare fields, not events
@@ -111,8 +145,10 @@ def context_max_length(block_size: int, prompt_len: int) -> int:
 
 def check_request(request: SampleRequest, block_size: int, max_length: int | None,
                   min_prompt: int = 0) -> None:
-    """The one prompt/length check every sampler runs before its first forward pass."""
-    P = len(request.prompt_ids)
+    """The one prompt/length check every sampler runs before its first forward pass.
+
+    `max_length` is the sampler's `max_length(block_size, request.n_fixed)`."""
+    P = request.n_fixed
     if P < min_prompt:
         raise UserError(f"this sampler needs a prompt of at least {min_prompt} token(s) "
                         "(e.g. --prompt '\\n')")

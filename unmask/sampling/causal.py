@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
 import torch.nn as nn
 
+from unmask.errors import UserError
 from unmask.model.transformer import KVCache
 from unmask.sampling.base import (
     SampleRequest,
@@ -33,6 +34,9 @@ def _context_start(position: int, block_size: int) -> int:
     return ((position - block_size) // half + 1) * half
 
 
+context_start = _context_start  # public: the judge (eval/judge.py) scores with the same rule
+
+
 @dataclass(frozen=True)
 class CausalSampler:
     """One token per step, left to right; positions not yet generated read [MASK].
@@ -50,6 +54,12 @@ class CausalSampler:
 
     def generate(self, model: nn.Module, request: SampleRequest,
                  generator: torch.Generator | None = None) -> Iterator[StepEvent]:
+        if request.template_ids:  # only "prefix[MASK:n]" fits a left-to-right model
+            prefix = request.template_ids[:request.n_fixed]
+            if request.mask_id in prefix:
+                raise UserError("a causal model only continues a prefix: put the [MASK:n] "
+                                "span at the end, or use a diffusion checkpoint to infill")
+            request = replace(request, prompt_ids=prefix, template_ids=())
         check_request(request, model.cfg.block_size, None, min_prompt=1)
         return eval_stream(model, self._steps(model, request, generator))
 

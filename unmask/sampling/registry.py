@@ -16,8 +16,12 @@ from unmask.errors import UserError
 from unmask.sampling.base import Sampler, SampleRequest, final_state
 from unmask.sampling.causal import CausalSampler
 from unmask.sampling.remask import RemaskSampler
+from unmask.sampling.remdm import RemdmSampler
 from unmask.sampling.unmasking import (
     UnmaskingSampler,
+    reveal_above_threshold,
+    reveal_entropy,
+    reveal_margin,
     reveal_most_confident,
     reveal_random,
 )
@@ -66,6 +70,21 @@ SAMPLERS: dict[str, SamplerEntry] = {
     "remask": SamplerEntry(
         "fill masks and re-mask the tokens the model flags as wrong",
         ("token_classifier",), ("self_correction",), _remask_for),
+    "margin": SamplerEntry(
+        "reveal the largest top-1 minus top-2 probability gaps first (Dream)",
+        ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_margin)),
+    "entropy": SamplerEntry(
+        "reveal the lowest-entropy positions first (Dream)",
+        ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_entropy)),
+    "threshold": SamplerEntry(
+        "reveal every position at least --threshold confident each step, at least one "
+        "(Fast-dLLM parallel decoding)",
+        ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_above_threshold)),
+    **{f"remdm-{schedule}": SamplerEntry(
+        f"MDLM ancestral order, revealed tokens re-masked with probability sigma_t "
+        f"(ReMDM, {schedule} schedule; --eta)",
+        ("token_classifier",), (), lambda pre, schedule=schedule: RemdmSampler(schedule))
+       for schedule in ("cap", "rescale", "conf", "loop")},
 }
 
 
@@ -106,13 +125,24 @@ def pick_sampler(name: str | None, pre: Pretrained) -> Sampler:
 def checkpoint_request(pre: Pretrained, sampler: Sampler, prompt_ids: list[int],
                        **given) -> SampleRequest:
     """A request with the checkpoint's `sample` settings, overridden by the `given` values that
-    are not None; the default length fits the model's context after the prompt."""
+    are not None; the default length fits the model's context after the prompt. With
+    `template_ids` given (an infill template, see sampling/infill.py) the holes set the length
+    and `prompt_ids` must be empty."""
     s, tok = pre.config.sample, pre.tokenizer
-    longest = sampler.max_length(pre.config.model.block_size, len(prompt_ids))
+    given = {k: v for k, v in given.items() if v is not None}
+    template = tuple(given.get("template_ids") or ())
+    if template:
+        holes = template.count(tok.mask_id)
+        if given.get("length", holes) != holes:
+            raise UserError("--length does not apply to an infill text: its [MASK:n] holes "
+                            "say how many tokens to write")
+        given["length"] = holes
+    n_fixed = len(template) - template.count(tok.mask_id) if template else len(prompt_ids)
+    longest = sampler.max_length(pre.config.model.block_size, n_fixed)
     settings = {"length": s.length if longest is None else min(s.length, longest),
                 "num_samples": s.num_samples, "steps": s.steps, "temperature": s.temperature,
                 "top_k": s.top_k, "top_p": s.top_p, "block_length": s.block_length}
-    settings.update({k: v for k, v in given.items() if v is not None})
+    settings.update(given)
     return SampleRequest(mask_id=tok.mask_id, vocab_size=tok.vocab_size,
                          prompt_ids=tuple(prompt_ids), **settings)
 

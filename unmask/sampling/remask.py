@@ -29,6 +29,7 @@ from unmask.sampling.base import (
     step_event,
 )
 from unmask.sampling.draw import device_generator, sample_tokens
+from unmask.sampling.unmasking import block_index, block_plan
 
 
 def detect_wrong(model: nn.Module, tokens: torch.Tensor, vocab_size: int, wrong_id: int,
@@ -84,18 +85,11 @@ class RemaskSampler:
 
     def generate(self, model: nn.Module, request: SampleRequest,
                  generator: torch.Generator | None = None) -> Iterator[StepEvent]:
-        """From all-[MASK] after the frozen prompt; the span is filled as a whole."""
+        """From all-[MASK] after the frozen prompt (or an infill template's fixed tokens);
+        with `block_length`, block by block, left to right (flags only in the current block)."""
         check_request(request, model.cfg.block_size,
-                      self.max_length(model.cfg.block_size, len(request.prompt_ids)))
-        if request.block_length:
-            raise UserError("the remask sampler fills the whole span; use --block-length 0")
-        device = model_device(model)
-        P = len(request.prompt_ids)
-        x = torch.full((request.num_samples, request.total), request.mask_id,
-                       dtype=torch.long, device=device)
-        x[:, :P] = torch.tensor(request.prompt_ids, dtype=torch.long, device=device)
-        frozen = torch.zeros_like(x, dtype=torch.bool)
-        frozen[:, :P] = True
+                      self.max_length(model.cfg.block_size, request.n_fixed))
+        x, frozen = request.initial_state(model_device(model))
         return self.edit(model, request, x, frozen, generator)
 
     def edit(self, model: nn.Module, request: SampleRequest, tokens: torch.Tensor,
@@ -106,7 +100,7 @@ class RemaskSampler:
         `tokens` may hold [MASK] and wrong real tokens; any special id outside `frozen` is
         treated as [MASK]. `frozen` positions (e.g. a prompt) are never changed and must hold
         real tokens. Only request.{mask_id, vocab_size, steps, temperature, top_k, top_p,
-        gumbel64} are read.
+        gumbel64, block_length} are read.
         """
         frozen = (torch.zeros_like(tokens, dtype=torch.bool) if frozen is None
                   else frozen.to(tokens.device))
@@ -120,53 +114,70 @@ class RemaskSampler:
         """Per step: flag (see module doc), then fill k masked positions per row. The run stops
         once a step finds nothing masked and nothing flagged (it yields that check as a last
         event with no change), and the last step of the budget flags nothing and fills every
-        mask, so the output never holds a special token."""
-        V, mask_id, max_steps = r.vocab_size, r.mask_id, r.steps
+        mask, so the output never holds a special token. With blocks, each block gets its
+        share of the budget and ends the same way; its check's forward pass is reused by the
+        next block (the tokens did not change), and only the last block yields it."""
+        V, mask_id = r.vocab_size, r.mask_id
         remask_id = remask_id_for(self.remask_target, mask_id, self.wrong_id)
         bias = flag_logit_bias(remask_id, mask_id, self.mask_logit_bias, self.flag_bias)
         generator = device_generator(generator, tokens.device)
         x = torch.where(~frozen & (tokens >= V), mask_id, tokens)
+        editable = ~frozen
+        n_edit = int(editable.sum(-1).max()) if x.numel() else 0
+        use_blocks = 0 < r.block_length < n_edit
+        blocks = block_index(editable, r.block_length if use_blocks else 0)
+        plan = (block_plan(n_edit, r.block_length, r.steps, cap_at_length=False) if use_blocks
+                else [r.steps])
+        max_steps = sum(plan)
         remask_count = torch.zeros_like(x)
         doubted = torch.full_like(x, -1)  # the token a flag removed, per position (-1: none)
-        for step in range(max_steps):
-            last = step == max_steps - 1
-            logits = model(x)
-            masked = x == mask_id
-            flagged = (flag_from_logits(logits, V, remask_id, bias) & ~masked & ~frozen
-                       & (remask_count < self.max_remasks))
-            if last:
-                flagged = torch.zeros_like(flagged)
-            if not (masked | flagged).any():  # checked: a fixed point for every row
-                nothing = torch.zeros_like(masked)
-                yield step_event(step + 1, max_steps, step + 1, x, mask_id, nothing,
-                                 torch.zeros(x.shape, device=x.device), nothing)
-                return
-            fills, confidence = sample_tokens(logits[..., :V], r.temperature, r.top_k,
-                                              r.top_p, generator, r.gumbel64)
-            placed = confidence  # probability of the token actually placed
-            if self.change_margin != 1.0:
-                p_doubted = logits[..., :V].float().softmax(-1).gather(
-                    -1, doubted.clamp_min(0)[..., None]).squeeze(-1)
-                keep = (doubted >= 0) & (self.change_margin * p_doubted >= confidence)
-                fills = torch.where(keep, doubted, fills)
-                placed = torch.where(keep, p_doubted, confidence)
-            n_masked = masked.sum(-1)
-            if last:
-                k = n_masked
-            elif self.unmask_per_step is not None:
-                k = torch.full_like(n_masked, self.unmask_per_step)
-            else:
-                k = torch.ceil(n_masked / (max_steps - step)).long()
-            reveal = _most_confident(confidence, masked, k)
-            x = torch.where(reveal, fills, x)
-            doubted = torch.where(flagged, x, doubted)
-            x = torch.where(flagged, mask_id, x)
-            remask_count += flagged
-            # A row is settled once a step finds nothing in it to fill or flag: its text is
-            # unchanged, so the next pass reads it the same way.
-            idle = ~(masked | flagged).any(-1)
-            yield step_event(step + 1, max_steps, step + 1, x, mask_id, reveal, placed,
-                             flagged, idle | last)
+        step, calls, logits = 0, 0, None
+        for b, block_steps in enumerate(plan):
+            active, last_block = blocks == b, b == len(plan) - 1
+            for i in range(block_steps):
+                last = i == block_steps - 1
+                if logits is None:
+                    logits, calls = model(x), calls + 1
+                masked = (x == mask_id) & active
+                flagged = (flag_from_logits(logits, V, remask_id, bias) & ~masked & active
+                           & (remask_count < self.max_remasks))
+                if last:
+                    flagged = torch.zeros_like(flagged)
+                if not (masked | flagged).any():  # checked: a fixed point for every row
+                    if not last_block:
+                        break  # keep `logits`: the next block starts from the same tokens
+                    nothing = torch.zeros_like(masked)
+                    yield step_event(step + 1, max_steps, calls, x, mask_id, nothing,
+                                     torch.zeros(x.shape, device=x.device), nothing)
+                    return
+                fills, confidence = sample_tokens(logits[..., :V], r.temperature, r.top_k,
+                                                  r.top_p, generator, r.gumbel64)
+                placed = confidence  # probability of the token actually placed
+                if self.change_margin != 1.0:
+                    p_doubted = logits[..., :V].float().softmax(-1).gather(
+                        -1, doubted.clamp_min(0)[..., None]).squeeze(-1)
+                    keep = (doubted >= 0) & (self.change_margin * p_doubted >= confidence)
+                    fills = torch.where(keep, doubted, fills)
+                    placed = torch.where(keep, p_doubted, confidence)
+                n_masked = masked.sum(-1)
+                if last:
+                    k = n_masked
+                elif self.unmask_per_step is not None:
+                    k = torch.full_like(n_masked, self.unmask_per_step)
+                else:
+                    k = torch.ceil(n_masked / (block_steps - i)).long()
+                reveal = _most_confident(confidence, masked, k)
+                x = torch.where(reveal, fills, x)
+                doubted = torch.where(flagged, x, doubted)
+                x = torch.where(flagged, mask_id, x)
+                remask_count += flagged
+                logits, step = None, step + 1
+                # A row is settled once a step finds nothing in it to fill or flag: its text
+                # is unchanged, so the next pass reads it the same way.
+                idle = ~(masked | flagged).any(-1)
+                settled = (idle | last) if last_block else torch.zeros_like(idle)
+                yield step_event(step, max_steps, calls, x, mask_id, reveal, placed,
+                                 flagged, settled)
 
 
 def remask_generate(model: nn.Module, *, vocab_size: int, mask_id: int, wrong_id: int,
