@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from unmask.config.presets import resolve_config
+from unmask.errors import UserError
 from unmask.model.transformer import Transformer
 from unmask.train.trainer import Trainer
 
@@ -90,3 +91,41 @@ def test_metrics_log_grad_norm_and_peak_memory(shakespeare, tmp_path, dtype, mon
     assert any(n > 0.5 for n in before_clip)  # clipping really happened
     # CPU peak memory is the process's peak resident set size at that step
     assert all(round(rss_before) <= line["peak_memory_mb"] <= round(rss_after) for line in steps)
+
+
+def test_mfu_is_logged_when_a_peak_is_known(shakespeare, tmp_path, monkeypatch):
+    import json
+
+    from unmask.model import sizing
+
+    monkeypatch.setenv("UNMASK_PEAK_FLOPS", "1e12")
+    cfg = resolve_config("debug", {**TINY, "train.dtype": "float32", "train.log_interval": 2})
+    trainer = Trainer(cfg, shakespeare, tmp_path, log=lambda *_: None)
+    trainer.run()
+    steps = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if '"train_loss"' in line]
+    for line in steps:  # MFU = tokens/s * FLOPs per token / peak, from the logged throughput
+        expected = line["tokens_per_sec"] * sizing.flops_per_token(trainer.cfg.model) / 1e12
+        assert line["mfu"] == pytest.approx(expected, rel=0.01)
+
+
+def test_batch_size_auto_fits_memory_and_keeps_the_effective_batch(shakespeare, tmp_path,
+                                                                   monkeypatch):
+    from unmask.model import sizing
+
+    cfg = resolve_config("debug", {**TINY, "train.dtype": "float32", "train.batch_size": "auto",
+                                   "train.grad_accum": 1})
+    assert cfg.train.auto_batch_size and cfg.train.batch_size == 8  # the preset's, requested
+    per_row = sizing.training_memory_estimate(
+        resolve_config("debug", {**TINY, "model.vocab_size": 72}).model, 1)["total"]
+    monkeypatch.setattr(sizing, "free_memory_bytes", lambda device: int(3.5 * per_row / 0.85))
+    lines = []
+    trainer = Trainer(cfg, shakespeare, tmp_path, log=lines.append)
+    fits = sizing.max_batch_size(trainer.cfg.model, int(3.5 * per_row / 0.85))
+    assert 2 <= fits < 8  # the patched memory holds a few rows, not eight
+    micro = max(d for d in range(1, fits + 1) if 8 % d == 0)
+    assert (trainer.cfg.train.batch_size, trainer.cfg.train.grad_accum) == (micro, 8 // micro)
+    assert any("effective batch 8" in line for line in lines)
+    monkeypatch.setattr(sizing, "free_memory_bytes", lambda device: 1000)
+    with pytest.raises(UserError, match="not even one sequence"):
+        Trainer(cfg, shakespeare, tmp_path, log=lambda *_: None)

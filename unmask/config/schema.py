@@ -89,8 +89,9 @@ class TrainConfig:
     """The loop: how long, how big a batch, how often to evaluate, log and save."""
 
     max_iters: int = 1000
-    batch_size: int = 32
-    grad_accum: int = 1
+    batch_size: int = 32  # per rank; `--train.batch_size=auto` keeps this x grad_accum as the
+    grad_accum: int = 1  # effective batch and picks the largest micro-batch that fits memory
+    auto_batch_size: bool = False  # set by `--train.batch_size=auto`
     eval_interval: int = 250
     eval_batches: int = 8  # fixed validation batches per evaluation
     log_interval: int = 10
@@ -262,6 +263,9 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             suggestion = (f"; did you mean '{hint[0]}'?" if hint
                           else f"; valid keys: {', '.join(keys)}")
             raise ConfigError(f"unknown config key '{key}'{suggestion}")
+        if key == "train.batch_size" and str(value).strip().lower() == "auto":
+            tree["train"]["auto_batch_size"] = True  # resolved by the trainer, on its device
+            continue
         section, _, name = key.rpartition(".")
         node = tree
         for part in filter(None, section.split(".")):

@@ -7,7 +7,9 @@ import time
 
 import torch
 
+from unmask.model import sizing
 from unmask.model.transformer import describe
+from unmask.train.metrics import peak_memory_bytes
 from unmask.train.trainer import Trainer
 
 
@@ -34,14 +36,24 @@ def dry_run(trainer: Trainer, steps: int = 3, warmup: int = 1) -> dict:
     eval_s = time.perf_counter() - start
     remaining = cfg.max_iters - trainer.counters.step
     evals = remaining // cfg.eval_interval + (remaining % cfg.eval_interval > 0)
+    model_cfg, per_rank_batch = trainer.cfg.model, trainer.cfg.train.batch_size
+    estimate = sizing.training_memory_estimate(model_cfg, per_rank_batch, trainer.amp,
+                                               trainer.device.type)
+    tokens_per_second = trainer.tokens_per_step / step_s
+    peak = sizing.device_peak_flops(trainer.device)
     return {
         "model": describe(trainer.model),
+        "parameter_breakdown": sizing.parameter_breakdown(model_cfg),
+        "flops_per_token": sizing.flops_per_token(model_cfg),
+        "mfu": None if not peak else round(sizing.mfu(tokens_per_second, model_cfg, peak), 4),
+        "memory_estimate_mb": {k: round(v / 2**20, 1) for k, v in estimate.items()},
+        "measured_peak_memory_mb": round(peak_memory_bytes(trainer.device) / 2**20, 1),
         "device": str(trainer.device),
         "precision": str(trainer.amp or torch.float32).replace("torch.", ""),
         "parameters": trainer.model.num_parameters(),
         "tokens_per_step": trainer.tokens_per_step,
         "seconds_per_step": round(step_s, 4),
-        "tokens_per_second": round(trainer.tokens_per_step / step_s),
+        "tokens_per_second": round(tokens_per_second),
         "seconds_per_validation": round(eval_s, 3),
         "estimated_run_seconds": round(remaining * step_s + evals * eval_s, 1),
         "steps_remaining": remaining,

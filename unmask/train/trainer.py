@@ -20,7 +20,9 @@ from tqdm import tqdm
 
 from unmask.config.schema import RunConfig, apply_overrides
 from unmask.data.dataset import Dataset
+from unmask.errors import UserError
 from unmask.model import checkpoint as ckpt
+from unmask.model import sizing
 from unmask.model.transformer import Transformer, describe
 from unmask.objectives.base import Metrics, shard_rows
 from unmask.objectives.registry import make_objective
@@ -56,6 +58,25 @@ def complete_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     return apply_overrides(cfg, filled)
 
 
+def fit_batch_to_memory(cfg: RunConfig, device: torch.device, amp, log) -> RunConfig:
+    """`--train.batch_size=auto`: the largest micro-batch whose estimated training memory fits
+    the device's free memory, with gradient accumulation keeping the requested effective
+    batch (batch_size x grad_accum): micro-batch = the largest divisor of it that fits."""
+    effective = cfg.train.batch_size * cfg.train.grad_accum
+    free = sizing.free_memory_bytes(device)
+    fits = effective if free is None else sizing.max_batch_size(cfg.model, free, amp, device.type)
+    if fits < 1:
+        raise UserError(f"not even one sequence of {cfg.model.block_size} tokens fits the "
+                        f"{free / 2**30:.1f} GiB free on {device}; lower model.block_size or "
+                        "use activation checkpointing (model.activation_checkpointing=true)")
+    micro = max(d for d in range(1, min(fits, effective) + 1) if effective % d == 0)
+    log(f"batch size auto: micro-batch {micro} x {effective // micro} accumulation steps = "
+        f"effective batch {effective} (largest micro-batch that fits: {fits})")
+    return apply_overrides(cfg, {"train.batch_size": micro,
+                                 "train.grad_accum": effective // micro,
+                                 "train.auto_batch_size": False})
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, dataset: Dataset, out_dir: Path, resume: str | None = None,
                  log=print):
@@ -72,12 +93,15 @@ class Trainer:
                                      if is_main() else None)  # every rank uses rank 0's choice
         self.amp = precision.autocast
         self.log(precision.describe())
+        if cfg.train.auto_batch_size:
+            self.cfg = cfg = fit_batch_to_memory(cfg, self.device, self.amp, self.log)
         self.model = Transformer(cfg.model).to(self.device)
         if cfg.transfer.enabled:
             load_pretrained_weights(self.model, cfg.transfer, self.log)
         self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
         # float16 autocast needs loss scaling (its range underflows small gradients); a
         # disabled scaler is the identity for float32 and bfloat16.
+        self.peak_flops = sizing.device_peak_flops(self.device)  # None: MFU not reported
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp == torch.float16)
         self.grad_norm = torch.zeros(())
@@ -281,6 +305,9 @@ class Trainer:
         elapsed = time.time() - self.started
         tok_s = (c.step - self.start_step) * self.tokens_per_step / max(elapsed, 1e-9)
         self.bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}")
+        if self.peak_flops:
+            step_log = {**step_log, "mfu": sizing.mfu(tok_s, self.cfg.model,
+                                                      self.peak_flops * world_size())}
         if self.metrics:
             self.metrics.write(c.step, train_loss=value, lr=lr, tokens_per_sec=round(tok_s),
                                grad_norm=float(self.grad_norm),
