@@ -18,7 +18,7 @@ def parse_overrides(extra: list[str], example: str = "--optim.lr=3e-4") -> dict[
     overrides = {}
     for item in extra:
         if not item.startswith("--") or "=" not in item:
-            raise ConfigError(f"unrecognised argument '{item}'; overrides look like {example}")
+            raise ConfigError(f"unrecognised argument {item!r}; overrides look like {example}")
         key, value = item[2:].split("=", 1)
         overrides[key] = value
     return overrides

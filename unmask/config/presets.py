@@ -98,6 +98,6 @@ def resolve_config(source: str | None, overrides: dict[str, Any] | None = None) 
         hint = difflib.get_close_matches(source, list(PRESETS), n=1)
         suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
         raise ConfigError(
-            f"'{source}' is neither a preset ({', '.join(PRESETS)}) nor a config file{suggestion}"
+            f"{source!r} is neither a preset ({', '.join(PRESETS)}) nor a config file{suggestion}"
         )
     return apply_overrides(config, overrides)

@@ -42,10 +42,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODEL_MODES:
             raise ConfigError(f"model.mode must be one of {', '.join(MODEL_MODES)}, "
-                              f"got '{self.mode}'")
+                              f"got {self.mode!r}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"model.pooling must be one of {', '.join(POOLINGS)}, "
-                              f"got '{self.pooling}'")
+                              f"got {self.pooling!r}")
         if self.causal and self.mode == "token_classifier":
             self.mode = "language_model"
         self.causal = self.mode == "language_model"
@@ -120,7 +120,7 @@ class TrainConfig:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError("train.dtype must be one of auto, float32, bfloat16, float16")
         if self.on_nan not in ("stop", "skip", "rollback"):
-            raise ConfigError(f"train.on_nan must be stop, skip or rollback, got '{self.on_nan}'")
+            raise ConfigError(f"train.on_nan must be stop, skip or rollback, got {self.on_nan!r}")
         if self.max_rollbacks < 0:
             raise ConfigError(f"train.max_rollbacks must be >= 0, got {self.max_rollbacks}")
         if not 0.0 <= self.t_min < 1.0:
@@ -173,7 +173,7 @@ class SelfCorrectionConfig:
         if self.remask_target not in REMASK_TARGETS:
             raise ConfigError("self_correction.remask_target must be one of "
                               f"{', '.join(REMASK_TARGETS)}, "
-                              f"got '{self.remask_target}'")
+                              f"got {self.remask_target!r}")
         for name in ("weight_unmask_task", "weight_remask_task", "weight_swap_fill",
                      "penalty_mask_correct",
                      "masking_warmup_iters", "proofreading_warmup_iters", "bias_update_strength"):
@@ -262,7 +262,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             hint = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
             suggestion = (f"; did you mean '{hint[0]}'?" if hint
                           else f"; valid keys: {', '.join(keys)}")
-            raise ConfigError(f"unknown config key '{key}'{suggestion}")
+            raise ConfigError(f"unknown config key {key!r}{suggestion}")
         if key == "train.batch_size" and str(value).strip().lower() == "auto":
             tree["train"]["auto_batch_size"] = True  # resolved by the trainer, on its device
             continue

@@ -169,7 +169,7 @@ def translate(values: dict[str, Any], origin: dict[str, str] | None = None
             dotted[leaves[key]] = value
         else:
             hint = difflib.get_close_matches(key, known_names() + sorted(paths), n=1, cutoff=0.6)
-            raise ConfigError(f"unknown config key '{key}'{where}"
+            raise ConfigError(f"unknown config key {key!r}{where}"
                               + (f"; did you mean '{hint[0]}'?" if hint else ""))
     if "train.compile" in dotted:
         compile_ = _as_bool("compile", dotted["train.compile"])
