@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from unmask.cli.errors import reject_extra
+from unmask.errors import UserError
 
 NAME = "sample"
 
@@ -30,6 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--num-samples", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--animate", action="store_true",
+                   help="watch the masks turn into text first (a terminal only; needs rich)")
 
 
 def run(args, extra: list[str]) -> int:
@@ -50,7 +53,10 @@ def run(args, extra: list[str]) -> int:
         steps=args.steps or None, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, block_length=args.block_length, gumbel64=args.gumbel64)
     generator = torch.Generator().manual_seed(args.seed)
-    tokens = final_state(sampler.generate(pre.model, request, generator)).tokens
+    events = sampler.generate(pre.model, request, generator)
+    if args.animate:
+        events = animated(events, pre.tokenizer, request)
+    tokens = final_state(events).tokens
     texts = [prompt + tok.decode(row[len(prompt_ids):].tolist()) for row in tokens]
     if args.json:
         print(json.dumps({"checkpoint": pre.path, "samples": texts}, ensure_ascii=False))
@@ -58,3 +64,15 @@ def run(args, extra: list[str]) -> int:
         for i, text in enumerate(texts):
             print(f"--- sample {i + 1} ---\n{text}")
     return 0
+
+
+def animated(events, tokenizer, request):
+    """The same events, drawn live on a terminal as they pass (unchanged, and undrawn, when
+    stdout is not a terminal)."""
+    try:
+        from rich.console import Console
+
+        from unmask.serve.tui import LiveView
+    except ImportError:
+        raise UserError("--animate needs rich: pip install 'unmask[serve]'") from None
+    return LiveView(tokenizer, request, Console(), transient=True).watch(events)
