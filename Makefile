@@ -27,7 +27,7 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(BIN)/unmask prepare tinyshakespeare --out data/tinyshakespeare
 	$(BIN)/unmask train cpu-demo --data data/tinyshakespeare --out $(DEMO_OUT)
-	$(BIN)/unmask sample $(DEMO_OUT) --num-samples 3
+	$(BIN)/unmask sample $(DEMO_OUT) --num-samples 3 --compare
 	@echo
 	@echo "Sample again:  $(BIN)/unmask sample $(DEMO_OUT) --seed 1 --prompt 'ROMEO:'"
 	@echo "Evaluate:      $(BIN)/unmask eval $(DEMO_OUT) --json"
