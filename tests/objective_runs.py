@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.book_support import make_book_dataset
 from tests.test_curriculum_task import make_tiny_dataset
 from unmask.config.presets import resolve_config
 from unmask.data.authors import prepare_authors
@@ -49,6 +50,7 @@ CASES = {
                                       "self_correction.weight_remask_task": 3.0}),
     "remask_binary_head": ("shakespeare", {"train.objective": "remask_binary",
                                            "model.binary_head": True}),
+    "book_curriculum": ("book", {"train.objective": "book_curriculum"}),
 }
 
 
@@ -56,7 +58,8 @@ def make_datasets(root: Path) -> dict[str, Dataset]:
     """The three datasets the cases train on, prepared under `root` (well under a second)."""
     return {"shakespeare": Dataset.load(prepare("tinyshakespeare", root / "ts")),
             "authors": Dataset.load(prepare_authors(root / "authors", passage_length=32)),
-            "staged": Dataset.load(make_tiny_dataset(root / "staged" / "tiny"))}
+            "staged": Dataset.load(make_tiny_dataset(root / "staged" / "tiny")),
+            "book": Dataset.load(make_book_dataset(root / "book"))}
 
 
 def case_config(name: str, data: Dataset, **overrides):

@@ -114,7 +114,9 @@ def test_accumulated_micro_batches_give_the_big_batch_gradient(name, objective_d
         per_micro = sum(objective.loss(mutant(b.inputs), b).total / objective.normaliser(b)
                         for b in drawn) / K
         whole = objective.loss(mutant(big.inputs), big).total / objective.normaliser(big)
-        assert abs(float(per_micro) - float(whole)) > 1e-4 * abs(float(whole))
+        # (float32 sums agree to ~1e-7; with ~100 masked tokens per micro-batch the two
+        # formulas can differ by only ~1e-5 of the loss, e.g. book_curriculum's stage I)
+        assert abs(float(per_micro) - float(whole)) > 1e-6 * abs(float(whole))
 
 
 def test_every_registered_objective_has_a_case():

@@ -10,6 +10,7 @@ from unmask.config.schema import RunConfig
 from unmask.data.dataset import Dataset
 from unmask.errors import UserError
 from unmask.objectives.base import Objective
+from unmask.objectives.book_curriculum import BookCurriculumObjective
 from unmask.objectives.causal_lm import CausalLMObjective
 from unmask.objectives.classify import ClassificationObjective
 from unmask.objectives.curriculum import CurriculumObjective
@@ -24,10 +25,11 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "self_correction": SelfCorrectionObjective,
     "remask_binary": RemaskBinaryObjective,
     "unmasking": CurriculumObjective,
+    "book_curriculum": BookCurriculumObjective,
 }
 
 # Diffusion objectives: their likelihood is the masked-diffusion ELBO.
-DIFFUSION_OBJECTIVES = ("mdlm", "unmasking", "self_correction")
+DIFFUSION_OBJECTIVES = ("mdlm", "unmasking", "self_correction", "book_curriculum")
 
 
 def objective_name(cfg: RunConfig, dataset_meta: dict) -> str:

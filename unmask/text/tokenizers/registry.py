@@ -11,9 +11,11 @@ from pathlib import Path
 
 from unmask.errors import UserError
 from unmask.text.tokenizers.base import Tokenizer
+from unmask.text.tokenizers.bpe import BPETokenizer
 from unmask.text.tokenizers.char import CharTokenizer
 
-TOKENIZERS: dict[str, type] = {"char": CharTokenizer}
+# `tokenizers` (Hugging Face) is imported only when a BPE tokenizer is built or loaded.
+TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "bpe": BPETokenizer}
 
 
 def load_tokenizer(data: dict) -> Tokenizer:

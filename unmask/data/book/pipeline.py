@@ -1,0 +1,280 @@
+"""One book -> a dataset directory for the 3-stage curriculum (seed 004's data pipeline).
+
+    text (strict UTF-8, Gutenberg stripped) -> paragraphs and sentences with offsets
+    -> split (the last `val_fraction` of the characters, at a paragraph boundary, validates)
+    -> tokenizer (byte-level BPE sized by coverage, or characters) -> train.bin / val.bin
+    -> difficulty scores per sentence -> stage items -> files
+
+The running text the model reads is the book's paragraphs, each with its line wraps joined
+(single spaces) and followed by a blank line. Everything is computed in memory first and
+written into a temporary directory that replaces `out_dir` at the end, so a book that fails
+any check (not UTF-8, empty, too short for the sequence length) leaves nothing behind.
+Preparing again with the same text and settings is a no-op (`fingerprint` in meta.json).
+
+Files: train.bin, val.bin (uint16), tokenizer.json, meta.json, segments.json (paragraphs and
+sentences with ids, character offsets, token offsets and scores), statistics.json (the
+measures' percentiles, tokenizer figures, stage sizes), stages.json + stages/, and
+curriculum.json (the stage schedule the `book_curriculum` objective runs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from unmask.config.book import BookConfig
+from unmask.data.book import scoring
+from unmask.data.book.stages import Candidate, row_length, select_rebalanced, write_stages
+from unmask.data.prepare import build_meta
+from unmask.errors import UserError
+from unmask.text.reader import (
+    CORPORA,
+    TextError,
+    corpus_path,
+    decode_utf8,
+    load_text,
+    strip_gutenberg,
+)
+from unmask.text.segment import segment_book
+from unmask.text.tokenizers import CharTokenizer
+from unmask.text.tokenizers.bpe import BPETokenizer
+
+FORMAT_VERSION = 1
+PARAGRAPH_END = "\n\n"
+
+
+SELECTION_FIELDS = ("format", "max_difficulty_percentile", "min_centrality_percentile")
+
+
+def fingerprint(text_digest: str, cfg: BookConfig) -> str:
+    """What the prepared files depend on: the text and the data-side settings (the stages'
+    schedule -- epochs, masking, lr, transitions -- lives in curriculum.json alone, so
+    changing it re-prepares nothing)."""
+    stages = [{k: getattr(s, k) for k in SELECTION_FIELDS} for s in cfg.curriculum.stages]
+    parts = {"v": FORMAT_VERSION, "text": text_digest, "data": dataclasses.asdict(cfg.data),
+             "scoring": dataclasses.asdict(cfg.scoring), "stages": stages,
+             "min_stage_samples": cfg.curriculum.min_stage_samples, "seed": cfg.training.seed}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def reference_documents(text_digest: str, exclude: str | None) -> list[str]:
+    """Paragraphs of the shipped books other than this one: the IDF reference corpus."""
+    docs = []
+    for name in CORPORA:
+        if name == exclude:
+            continue
+        text = strip_gutenberg(decode_utf8(corpus_path(name).read_bytes(), name))
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() == text_digest:
+            continue  # the user's file is this shipped book
+        docs += [p.span.text for p in segment_book(text) if p.kind == "text"]
+    return docs
+
+
+def _curriculum_file(cfg: BookConfig) -> dict:
+    return {"transition": cfg.curriculum.transition,
+            "label_smoothing": cfg.training.label_smoothing,
+            "stages": [dataclasses.asdict(s) for s in cfg.curriculum.stages]}
+
+
+def _train_tokenizer(cfg: BookConfig, text: str):
+    d = cfg.data
+    if d.tokenizer == "char":
+        return CharTokenizer.from_text(text)
+    return BPETokenizer.train(text, d.target_coverage, d.min_vocab, d.max_vocab)
+
+
+def _encode_all(tokenizer, texts: list[str]) -> list[list[int]]:
+    many = getattr(tokenizer, "encode_many", None)
+    return many(texts) if many else [tokenizer.encode(t) for t in texts]
+
+
+def prepare_book(source: str, out_dir: str | Path, cfg: BookConfig, log=print) -> Path:
+    """Prepare `source` (a shipped corpus name or a text file) into `out_dir` (see above)."""
+    out = Path(out_dir)
+    name, raw = load_text(source)
+    digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    stamp = fingerprint(digest, cfg)
+    meta_path = out / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("book", {}).get("fingerprint") == stamp:
+            (out / "curriculum.json").write_text(json.dumps(_curriculum_file(cfg), indent=1))
+            log(f"book data up to date in {out}")
+            return out
+    L = cfg.data.sequence_length
+    paragraphs = segment_book(raw)
+    if not any(p.sentences for p in paragraphs):
+        raise TextError(f"{source}: no prose paragraphs found; give a book in plain text")
+    total = sum(len(p.span.text) for p in paragraphs)
+    n_train, seen = len(paragraphs), 0
+    for i, p in enumerate(paragraphs):
+        if seen >= (1 - cfg.data.val_fraction) * total:
+            n_train = i
+            break
+        seen += len(p.span.text)
+    if not 0 < n_train < len(paragraphs):
+        raise TextError(f"{source}: too short to split into training and validation "
+                        "paragraphs; give a longer book")
+    pieces = [p.span.text + PARAGRAPH_END for p in paragraphs]
+    text = "".join(pieces)
+    log(f"{name}: {len(paragraphs):,} paragraphs, {sum(len(p.sentences) for p in paragraphs):,} "
+        f"sentences, {len(raw):,} characters")
+    tokenizer = _train_tokenizer(cfg, text)
+    if tokenizer.extended_vocab_size > np.iinfo(np.uint16).max:
+        raise UserError(f"{source}: a vocabulary of {tokenizer.vocab_size} does not fit uint16")
+    piece_ids = _encode_all(tokenizer, pieces)
+    starts = np.cumsum([0] + [len(ids) for ids in piece_ids])
+    train_ids = [t for ids in piece_ids[:n_train] for t in ids]
+    val_ids = [t for ids in piece_ids[n_train:] for t in ids]
+    if len(val_ids) < L + 1 or len(train_ids) < L + 1:
+        raise TextError(f"{source}: too short for data.sequence_length={L}: the validation "
+                        f"part has {len(val_ids)} tokens (need more than {L}); give a longer "
+                        "book or a smaller data.sequence_length")
+
+    # ---------------------------------------------------------------- sentences and scores
+    sentences = [(pi, s) for pi, p in enumerate(paragraphs) for s in p.sentences]
+    split_of = ["train" if pi < n_train else "val" for pi, _ in sentences]
+    texts = {sp: [s.text for (pi, s), x in zip(sentences, split_of) if x == sp]
+             for sp in ("train", "val")}
+    sc = cfg.scoring
+    weights = {"lexical": sc.lexical_weight, "syntactic": sc.syntactic_weight,
+               "richness": sc.richness_weight, "centrality": sc.centrality_weight}
+    reference = reference_documents(digest, name if source in CORPORA else None)
+    train_scores, val_scores = scoring.score_sentences(
+        texts["train"], texts["val"], reference, weights, sc.n_clusters, sc.svd_components,
+        cfg.training.seed)
+    sentence_ids = _encode_all(tokenizer, [s.text for _, s in sentences])
+    records, by_split = [], {"train": 0, "val": 0}
+    for sid, ((pi, s), sp) in enumerate(zip(sentences, split_of)):
+        j = by_split[sp]
+        by_split[sp] += 1
+        values = (train_scores if sp == "train" else val_scores)
+        records.append({"id": sid, "paragraph": pi, "split": sp, "start": s.start, "end": s.end,
+                        "text": s.text, "tokens": len(sentence_ids[sid]),
+                        **{k: round(float(values[k][j]), 5) for k in
+                           ("words", "clause_markers", "fk_grade", *scoring.MEASURES,
+                            "difficulty_pct", "centrality_pct")}})
+
+    # ---------------------------------------------------------------- stage items
+    d = cfg.data
+    usable = [d.min_sentence_words <= r["words"] <= d.max_sentence_words for r in records]
+    sep = tokenizer.special_id("sep")
+    per_paragraph: dict[int, list[int]] = {}
+    for r in records:
+        per_paragraph.setdefault(r["paragraph"], []).append(r["id"])
+
+    def candidates(fmt: str, split: str) -> list[Candidate]:
+        if fmt == "sentences":
+            return [Candidate(sentence_ids[r["id"]][:L], [r["id"]], r["difficulty_pct"],
+                              r["centrality_pct"])
+                    for r in records if r["split"] == split and usable[r["id"]]]
+        if fmt == "pairs":
+            out = []
+            for ids in per_paragraph.values():
+                for a, b in zip(ids, ids[1:]):
+                    ra, rb = records[a], records[b]
+                    if ra["split"] == split and usable[a] and usable[b]:
+                        tokens = (sentence_ids[a] + [sep] + sentence_ids[b])[:L]
+                        out.append(Candidate(tokens, [a, b],
+                                             max(ra["difficulty_pct"], rb["difficulty_pct"]),
+                                             min(ra["centrality_pct"], rb["centrality_pct"])))
+            return out
+        stream, base = (train_ids, 0) if split == "train" else (val_ids, int(starts[n_train]))
+        out = []
+        for pi in (range(n_train) if split == "train" else range(n_train, len(paragraphs))):
+            at = int(starts[pi]) - base
+            if at + L > len(stream):
+                break
+            own = [records[i] for i in per_paragraph.get(pi, [])]
+            diff = float(np.mean([r["difficulty_pct"] for r in own])) if own else 0.0
+            cent = float(np.mean([r["centrality_pct"] for r in own])) if own else 1.0
+            out.append(Candidate(stream[at:at + L], [pi], diff, cent))
+        return out
+
+    stage_entries, stage_items = [], []
+    for k, st in enumerate(cfg.curriculum.stages):
+        pool = candidates(st.format, "train")
+        chosen, max_d, min_c = select_rebalanced(pool, st.max_difficulty_percentile,
+                                                 st.min_centrality_percentile,
+                                                 cfg.curriculum.min_stage_samples)
+        val_pool = candidates(st.format, "val")
+        val_chosen = [c for c in val_pool if 100 * c.difficulty_pct <= max_d + 1e-9
+                      and 100 * c.centrality_pct >= min_c - 1e-9] or val_pool
+        if st.epochs > 0 and (not chosen or not val_chosen):
+            raise TextError(f"{source}: no {st.format} for curriculum stage {k + 1} "
+                            f"('{st.name}'); give a longer book")
+        stage_entries.append({"name": st.name, "format": st.format,
+                              "row_length": row_length([c.tokens for c in chosen + val_chosen],
+                                                       st.format, L),
+                              "max_difficulty_percentile": max_d,
+                              "min_centrality_percentile": min_c,
+                              "rebalanced": (max_d, min_c) != (st.max_difficulty_percentile,
+                                                               st.min_centrality_percentile)})
+        stage_items.append({"train": chosen, "val": val_chosen})
+
+    # ---------------------------------------------------------------- statistics
+    n_text_bytes = len(text.encode("utf-8"))
+    stats = {
+        "book": {"name": name, "characters": len(raw), "running_text_characters": len(text),
+                 "paragraphs": len(paragraphs), "sentences": len(records),
+                 "chapters": max(p.chapter for p in paragraphs),
+                 "train_paragraphs": n_train, "val_paragraphs": len(paragraphs) - n_train,
+                 "words": int(sum(r["words"] for r in records)),
+                 "yule_k": round(scoring.yule_k(scoring.words_of(text)), 3),
+                 "reference_documents": len(reference)},
+        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+                      "extended_vocab_size": tokenizer.extended_vocab_size,
+                      **getattr(tokenizer, "info", {}),
+                      "tokens": len(train_ids) + len(val_ids),
+                      "characters_per_token": round(len(text) / (len(train_ids) + len(val_ids)), 4),
+                      "bytes_per_token": round(n_text_bytes / (len(train_ids) + len(val_ids)), 4)},
+        "measures_train_sentences": {m: scoring.summary(train_scores[m])
+                                     for m in ("words", "clause_markers", "fk_grade",
+                                               *scoring.MEASURES)},
+        "clusters": {str(c): int(n) for c, n in
+                     zip(*np.unique(train_scores["cluster"], return_counts=True))},
+        "stages": [{**{k: v for k, v in e.items()},
+                    "train_items": len(items["train"]), "val_items": len(items["val"]),
+                    "train_tokens": sum(len(c.tokens) for c in items["train"])}
+                   for e, items in zip(stage_entries, stage_items)],
+    }
+    segments = {"book": name, "paragraph_end": PARAGRAPH_END,
+                "paragraphs": [{"id": i, "chapter": p.chapter, "kind": p.kind,
+                                "split": "train" if i < n_train else "val",
+                                "start": p.span.start, "end": p.span.end,
+                                "token_start": int(starts[i]), "token_end": int(starts[i + 1]),
+                                "text": p.span.text} for i, p in enumerate(paragraphs)],
+                "sentences": records}
+    meta = build_meta(tokenizer, name, digest, len(train_ids), len(val_ids), L)
+    meta["supported_model_modes"] = ["token_classifier"]
+    meta["book"] = {"fingerprint": stamp, "format_version": FORMAT_VERSION,
+                    "source": source, "stages": len(stage_entries)}
+
+    # ---------------------------------------------------------------- write, then swap in
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        np.array(train_ids, dtype=np.uint16).tofile(tmp / "train.bin")
+        np.array(val_ids, dtype=np.uint16).tofile(tmp / "val.bin")
+        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_json(), ensure_ascii=False),
+                                            encoding="utf-8")
+        (tmp / "segments.json").write_text(json.dumps(segments, ensure_ascii=False),
+                                           encoding="utf-8")
+        (tmp / "statistics.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
+        (tmp / "curriculum.json").write_text(json.dumps(_curriculum_file(cfg), indent=1))
+        write_stages(tmp, stage_entries, stage_items)
+        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1),
+                                       encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
