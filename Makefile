@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test test-slow test-gpu install install-dev clean
+.PHONY: demo test test-slow test-gpu mutation install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test-slow: install-dev
 
 test-gpu: install-dev
 	$(BIN)/python -m pytest -q -m gpu
+
+mutation: install-dev  # mutation score of the math (minutes; not in CI); writes mutants/
+	$(BIN)/pip install -q "mutmut>=3.8"
+	$(BIN)/mutmut run; $(BIN)/mutmut results
 
 clean:  # runs and generated data only (git-ignored files under data/); sources stay
 	rm -rf out .pytest_cache
