@@ -157,6 +157,20 @@ def check_request(request: SampleRequest, block_size: int, max_length: int | Non
                         f"context {block_size}; ask for a shorter --length")
 
 
+class WholeSequenceSampler:
+    """Base of the samplers that see the prompt and the generated span at once, so the
+    context bounds both; a subclass yields its steps from `_steps(model, request, generator)`."""
+
+    def max_length(self, block_size: int, prompt_len: int) -> int:
+        return context_max_length(block_size, prompt_len)
+
+    def generate(self, model, request: SampleRequest,
+                 generator: torch.Generator | None = None) -> Iterator[StepEvent]:
+        check_request(request, model.cfg.block_size,
+                      self.max_length(model.cfg.block_size, request.n_fixed))
+        return eval_stream(model, self._steps(model, request, generator))
+
+
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
     """Eval mode and no gradients inside; every module's own training flag restored after."""

@@ -35,15 +35,12 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-import torch.nn as nn
 
 from unmask.errors import UserError
 from unmask.sampling.base import (
     SampleRequest,
     StepEvent,
-    check_request,
-    context_max_length,
-    eval_stream,
+    WholeSequenceSampler,
     model_device,
     step_event,
 )
@@ -60,7 +57,7 @@ def sigma_max(alpha_t: float, alpha_s: float) -> float:
 
 
 @dataclass(frozen=True)
-class RemdmSampler:
+class RemdmSampler(WholeSequenceSampler):
     """Ancestral unmasking with ReMDM remasking under `schedule` (see the module doc).
 
     `eta` comes from the request (`SampleRequest.eta`, None: the schedule's default above);
@@ -79,15 +76,6 @@ class RemdmSampler:
                             f"{', '.join(SCHEDULES)}")
         if not (0 < self.t_off < self.t_on < 1 and 0 < self.alpha_on < 1):
             raise UserError("ReMDM loop needs 0 < t_off < t_on < 1 and 0 < alpha_on < 1")
-
-    def max_length(self, block_size: int, prompt_len: int) -> int:
-        return context_max_length(block_size, prompt_len)
-
-    def generate(self, model: nn.Module, request: SampleRequest,
-                 generator: torch.Generator | None = None) -> Iterator[StepEvent]:
-        check_request(request, model.cfg.block_size,
-                      self.max_length(model.cfg.block_size, request.n_fixed))
-        return eval_stream(model, self._steps(model, request, generator))
 
     def rates(self, t: float, s: float, eta: float) -> tuple[float, float, bool]:
         """(probability a mask is revealed, sigma, per_token) for the step t -> s. per_token

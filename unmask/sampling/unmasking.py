@@ -32,9 +32,7 @@ from unmask.errors import UserError
 from unmask.sampling.base import (
     SampleRequest,
     StepEvent,
-    check_request,
-    context_max_length,
-    eval_stream,
+    WholeSequenceSampler,
     final_state,
     model_device,
     step_event,
@@ -163,7 +161,7 @@ class CachedForward:
 
 
 @dataclass(frozen=True)
-class UnmaskingSampler:
+class UnmaskingSampler(WholeSequenceSampler):
     """Fill the masks of a row (after a prompt, or an infill template's), revealing the
     positions `policy` picks; fixed positions are never changed.
 
@@ -178,15 +176,6 @@ class UnmaskingSampler:
     policy: Policy = reveal_most_confident
     default_prompt: str = ""
     cache: bool = True
-
-    def max_length(self, block_size: int, prompt_len: int) -> int:
-        return context_max_length(block_size, prompt_len)
-
-    def generate(self, model: nn.Module, request: SampleRequest,
-                 generator: torch.Generator | None = None) -> Iterator[StepEvent]:
-        check_request(request, model.cfg.block_size,
-                      self.max_length(model.cfg.block_size, request.n_fixed))
-        return eval_stream(model, self._steps(model, request, generator))
 
     def _steps(self, model, r: SampleRequest, generator) -> Iterator[StepEvent]:
         device = model_device(model)
