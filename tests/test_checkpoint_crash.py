@@ -143,22 +143,27 @@ def check(run: Path, weights: dict[int, dict], steps: set[int]) -> int:
     return step
 
 
+@pytest.mark.parametrize("keep_previous", [False, True], ids=["latest-only", "snapshots"])
 def test_a_save_that_dies_at_any_point_leaves_a_complete_checkpoint(tiny_model_config,
-                                                                   tmp_path, monkeypatch):
+                                                                   tmp_path, monkeypatch,
+                                                                   keep_previous):
+    """With `keep_previous` (train.keep_last_k > 1) the old `latest` becomes step_<N>."""
     model = Transformer(tiny_model_config)
     weights: dict[int, dict] = {}
 
     def save(run: Path, step: int) -> None:
         weights[step] = set_step(model, step)
         ckpt.save_checkpoint(run / "latest", model, {"model": {"n_layer": 2}}, {"chars": "ab"},
-                             {"name": "t"}, train_state(step))
+                             {"name": "t"}, train_state(step), keep_previous=keep_previous)
 
     faults = Faults(monkeypatch)
     save(tmp_path / "clean", 1)
     faults.arm(tmp_path / "clean")
     save(tmp_path / "clean", 2)
     sequence = faults.calls
-    assert sequence.count("replace") == 2 and sequence[-1] == "rmtree", sequence
+    assert sequence.count("replace") == 2, sequence
+    assert (sequence[-1] == "rmtree") != keep_previous, sequence  # the old one goes, or stays
+    assert (step_of(tmp_path / "clean" / "step_00000001") == 1) == keep_previous
     in_place = len(sequence) - sequence[::-1].index("replace")  # the new one is `latest` from here
 
     for k in range(1, len(sequence) + 1):
@@ -197,7 +202,10 @@ def test_a_save_that_dies_at_any_point_leaves_a_complete_checkpoint(tiny_model_c
                     continue
                 # j is past the end: this save went through, and cleaned up every leftover
                 assert not faults.violations, faults.violations
-                assert leftovers(again) == [] and check(again, weights, {3}) == 3
+                assert check(again, weights, {3}) == 3
+                assert [p for p in leftovers(again) if not p.startswith("step_")] == []
+                if keep_previous:  # what `latest` held before this save is a snapshot now
+                    assert {step_of(again / p) for p in leftovers(again)} >= {found}
                 break
             else:
                 pytest.fail("a save never finished")

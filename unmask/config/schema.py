@@ -106,6 +106,7 @@ class TrainConfig:
     save_checkpoints: bool = True
     on_nan: str = "stop"  # non-finite loss/gradient: stop | skip (the step) | rollback (halve lr)
     max_rollbacks: int = 3  # on_nan=rollback: rollbacks before giving up
+    keep_last_k: int = 1  # `latest` plus the K-1 checkpoints before it as step_<N>/ (and `best`)
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "unmask"
@@ -121,6 +122,9 @@ class TrainConfig:
             raise ConfigError("train.dtype must be one of auto, float32, bfloat16, float16")
         if self.on_nan not in ("stop", "skip", "rollback"):
             raise ConfigError(f"train.on_nan must be stop, skip or rollback, got {self.on_nan!r}")
+        if self.keep_last_k < 1:
+            raise ConfigError(f"train.keep_last_k must be >= 1 (1 keeps `latest` alone), "
+                              f"got {self.keep_last_k}")
         if self.max_rollbacks < 0:
             raise ConfigError(f"train.max_rollbacks must be >= 0, got {self.max_rollbacks}")
         if not 0.0 <= self.t_min < 1.0:

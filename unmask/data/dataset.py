@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unmask.data.prepare import prepare
+from unmask.data.prepare import FORMAT_VERSION, prepare
 from unmask.errors import UserError
 from unmask.text.tokenizers import Tokenizer, load_tokenizer_file
 
@@ -35,14 +35,18 @@ class Dataset:
         missing = [f for f in ("meta.json", "tokenizer.json", "train.bin", "val.bin")
                    if not (path / f).is_file()]
         if missing:
-            fix = (f"run `python {path / 'prepare.py'}`" if (path / "prepare.py").is_file()
-                   else f"run `unmask prepare SOURCE --out {path}`")
             raise DatasetError(f"{path} is not a prepared dataset (missing "
-                               f"{', '.join(missing)}); {fix}")
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+                               f"{', '.join(missing)}); {_prepare_hint(path)}")
+        meta = _read_meta(path)
         tokenizer = load_tokenizer_file(path / "tokenizer.json")
         splits = [torch.from_numpy(np.fromfile(path / f"{s}.bin", dtype=np.uint16).astype(np.int64))
                   for s in ("train", "val")]
+        for name, split in zip(("train", "val"), splits):
+            expected = meta.get(f"{name}_tokens")
+            if expected is not None and expected != len(split):
+                raise DatasetError(f"{path / (name + '.bin')} holds {len(split)} tokens where "
+                                   f"meta.json says {expected} (an interrupted or mixed "
+                                   f"prepare); {_prepare_hint(path)} again")
         return cls(path, meta, tokenizer, *splits)
 
     def split(self, name: str) -> torch.Tensor:
@@ -79,6 +83,29 @@ class Dataset:
                 f"block_size {block_size} is longer than the {shortest}-token split of {self.path}; "
                 "use a smaller model.block_size or a longer text"
             )
+
+
+def _prepare_hint(path: Path) -> str:
+    return (f"run `python {path / 'prepare.py'}`" if (path / "prepare.py").is_file()
+            else f"run `unmask prepare SOURCE --out {path}`")
+
+
+def _read_meta(path: Path) -> dict:
+    """meta.json, refused when it is not ours to read: unparsable, or from a newer format."""
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise DatasetError(f"{path / 'meta.json'} is corrupt ({err}); "
+                           f"{_prepare_hint(path)} again") from None
+    version = meta.get("format_version", 0) if isinstance(meta, dict) else None
+    if not isinstance(version, int):
+        raise DatasetError(f"{path / 'meta.json'} is not a dataset meta file; "
+                           f"{_prepare_hint(path)} again")
+    if version > FORMAT_VERSION:
+        raise DatasetError(f"{path} was written by a newer unmask (dataset format {version}, "
+                           f"this one reads up to {FORMAT_VERSION}); update unmask, or "
+                           f"{_prepare_hint(path)} again")
+    return meta
 
 
 def resolve_dataset(data: str, runs_root: Path = Path("data")) -> Dataset:

@@ -81,6 +81,9 @@ def prepare(source: str, out_dir: str | Path, block_size: int = DEFAULT_BLOCK_SI
     if len(ids) - n_train < 2:
         raise UserError(f"{source}: too short to hold out a validation split")
     out.mkdir(parents=True, exist_ok=True)
+    # meta.json is the dataset's commit mark, written last: an interrupted (re-)prepare
+    # leaves none, and `Dataset.load` refuses the dir until a prepare completes.
+    meta_path.unlink(missing_ok=True)
     _write_atomic(out / "train.bin", ids[:n_train].tobytes())
     _write_atomic(out / "val.bin", ids[n_train:].tobytes())
     tokenizer.save(out / "tokenizer.json")

@@ -13,6 +13,10 @@ deletes a complete checkpoint before its replacement is in place (`save_checkpoi
    NAME beside it is newer), the temp dir is renamed to NAME, and the parent dir is fsynced;
 3. `NAME.old` and temp dirs left by interrupted saves are removed.
 
+With `keep_previous` (the trainer's `train.keep_last_k` > 1) step 2 renames NAME to the
+snapshot `step_<its step>` instead of `NAME.old`, and step 3 keeps it; `prune_snapshots` later
+drops the oldest snapshots (each renamed to a hidden name before it is removed).
+
 A crash leaves NAME, or `NAME.old` and/or a complete temp dir. `resumable_checkpoint` and
 `find_checkpoint` consider all of them, keep those that are complete (every file present and
 parsing; a safetensors header that matches the file size) and take the highest training step.
@@ -35,6 +39,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from unmask.errors import UserError
+from unmask.model.checkpoint_scan import (  # noqa: F401  (join/split are part of this API)
+    SNAPSHOT_PREFIX,
+    Incomplete,
+    candidates,
+    inspect_dir,
+    join_tensors,
+    newest_complete,
+    parse_json,
+    snapshots,
+    split_tensors,
+    train_step_of,
+)
 
 FORMAT_VERSION = 1
 
@@ -43,30 +59,6 @@ FILES = ("model.safetensors", "config.json", "tokenizer.json", "meta.json")
 
 class CheckpointError(UserError):
     """The checkpoint is missing, truncated or from an unknown format."""
-
-
-def split_tensors(obj: Any, table: dict[str, torch.Tensor], prefix: str = "t") -> Any:
-    """Replace every tensor in a nested structure by {"__tensor__": key}; fill `table`."""
-    if isinstance(obj, torch.Tensor):
-        key = f"{prefix}{len(table)}"
-        table[key] = obj.detach().cpu().contiguous()
-        return {"__tensor__": key}
-    if isinstance(obj, dict):
-        return {"__dict__": [[k, split_tensors(v, table, prefix)] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        return [split_tensors(v, table, prefix) for v in obj]
-    return obj
-
-
-def join_tensors(obj: Any, table: dict[str, torch.Tensor]) -> Any:
-    """Inverse of split_tensors (dict keys keep their type: optimizer state uses int keys)."""
-    if isinstance(obj, dict) and "__tensor__" in obj:
-        return table[obj["__tensor__"]]
-    if isinstance(obj, dict) and "__dict__" in obj:
-        return {k: join_tensors(v, table) for k, v in obj["__dict__"]}
-    if isinstance(obj, list):
-        return [join_tensors(v, table) for v in obj]
-    return obj
 
 
 def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -101,13 +93,17 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor],
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: dict, tokenizer_json: dict,
-                    meta: dict, train_state: dict | None = None) -> Path:
+                    meta: dict, train_state: dict | None = None,
+                    keep_previous: bool = False) -> Path:
     """Write checkpoint dir `path` so that a crash at any moment leaves a complete checkpoint
     (the sequence is in the module docstring). A save that fails with an error puts the
-    previous checkpoint back and leaves no temp dir."""
+    previous checkpoint back and leaves no temp dir. `keep_previous` keeps the checkpoint it
+    replaces as the snapshot `step_<its step>` beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = path.with_name(path.name + ".old")
+    if keep_previous:
+        _promote_leftover(path)  # so that it, too, becomes a snapshot
+    old = (keep_previous and _snapshot_name(path)) or path.with_name(path.name + ".old")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     moved_aside = False
     try:
@@ -135,115 +131,55 @@ def save_checkpoint(path: Path, model: torch.nn.Module, config: dict, tokenizer_
             os.replace(old, path)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    if not old.name.startswith(SNAPSHOT_PREFIX):
+        shutil.rmtree(old, ignore_errors=True)
     for leftover in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     return path
 
 
-# ------------------------------------------------------------------ finding a complete checkpoint
-
-
-class _Incomplete(Exception):
-    """Why a checkpoint dir cannot be used: one line that names the file at fault."""
-
-
-def _header(file: Path) -> dict:
-    """A safetensors header, checked against the file size: catches truncated and zeroed files
-    without reading the tensors."""
+def _snapshot_name(path: Path) -> Path | None:
+    """`step_<step>` beside `path` for the complete checkpoint in it; None when it has no
+    readable training step (nothing worth keeping: it goes as `NAME.old` would)."""
     try:
-        size = file.stat().st_size
-        with open(file, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if size < 8 or n < 2 or 8 + n > size:
-                raise _Incomplete(f"{file.name} is truncated or corrupt (no valid header)")
-            header = json.loads(f.read(n))
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
-                  default=0)
-    except FileNotFoundError:
-        raise _Incomplete(f"{file.name} is missing") from None
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
-        raise _Incomplete(f"{file.name} is truncated or corrupt ({err})") from None
-    if 8 + n + end != size:
-        raise _Incomplete(f"{file.name} is truncated or corrupt ({size} bytes; its header "
-                          f"describes {8 + n + end})")
-    return header
-
-
-def _json(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _Incomplete(f"{file.name} is missing") from None
-    except (OSError, ValueError) as err:
-        raise _Incomplete(f"{file.name} is truncated or corrupt ({err})") from None
-
-
-def _tensor_refs(obj: Any) -> set[str]:
-    if isinstance(obj, dict) and "__tensor__" in obj:
-        return {obj["__tensor__"]}
-    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else ()
-    return set().union(*map(_tensor_refs, values))
-
-
-def _train_step(skeleton: Any) -> int:
-    """counters.step of a training state as the Trainer writes it; -1 when it has none."""
-    state = join_tensors(skeleton, _NoTensors())
-    try:
-        return int(state["counters"]["step"])
-    except (KeyError, TypeError, ValueError):
-        return -1
-
-
-class _NoTensors(dict):
-    def __missing__(self, key):
+        step = train_step_of(parse_json(path / "state.json"))
+    except (Incomplete, OSError):
         return None
+    return path.with_name(f"{SNAPSHOT_PREFIX}{step:08d}") if step >= 0 else None
 
 
-def _inspect(ckpt_dir: Path, need_state: bool) -> int:
-    """The training step of a complete checkpoint dir (-1 without one); else _Incomplete."""
-    if not (ckpt_dir / "config.json").is_file():
-        raise _Incomplete("config.json is missing (an interrupted save)")
-    _header(ckpt_dir / "model.safetensors")
-    for name in ("config.json", "tokenizer.json", "meta.json"):
-        _json(ckpt_dir / name)
-    if not (need_state or (ckpt_dir / "state.json").exists()
-            or (ckpt_dir / "state.safetensors").exists()):
-        return -1
-    skeleton = _json(ckpt_dir / "state.json")
-    missing = _tensor_refs(skeleton) - set(_header(ckpt_dir / "state.safetensors"))
-    if missing:
-        raise _Incomplete(f"state.json refers to {len(missing)} tensors that state.safetensors "
-                          "lacks")
-    return _train_step(skeleton)
+def _promote_leftover(path: Path) -> None:
+    """The newest complete `NAME.old` / temp dir an interrupted save left becomes NAME when it
+    is newer (NAME moving aside as its snapshot first), so the snapshots keep every step."""
+    leftovers = [p for p in (path.with_name(path.name + ".old"),
+                             *path.parent.glob(f".{path.name}.tmp-*")) if p.is_dir()]
+    chosen, _ = newest_complete([leftovers], need_state=False)
+    if chosen is None:
+        return
+    if path.exists():
+        try:
+            newer = inspect_dir(chosen, need_state=False) > inspect_dir(path, need_state=False)
+        except (Incomplete, OSError):
+            return  # NAME is damaged: the usual sequence replaces it
+        aside = _snapshot_name(path)
+        if not newer or aside is None or aside.exists():
+            return
+        os.replace(path, aside)
+    os.replace(chosen, path)
 
 
-def _candidates(run_dir: Path, name: str) -> list[Path]:
-    """NAME and what an interrupted save of it can leave: `NAME.old` and temp dirs."""
-    found = [run_dir / name, run_dir / f"{name}.old", *sorted(run_dir.glob(f".{name}.tmp-*"))]
-    return [p for p in found if p.is_dir()]
+def prune_snapshots(run_dir: Path, keep: int) -> None:
+    """Remove all but the newest `keep` snapshots. Each is first renamed to a hidden name, so a
+    crash half-way through its removal leaves nothing that looks like a checkpoint."""
+    run_dir = Path(run_dir)
+    doomed = snapshots(run_dir)[: max(len(snapshots(run_dir)) - keep, 0)]
+    for snapshot in doomed:
+        os.replace(snapshot, run_dir / f".{snapshot.name}.del")
+    for leftover in run_dir.glob(f".{SNAPSHOT_PREFIX}*.del"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _newest_complete(families: list[list[Path]], need_state: bool
-                     ) -> tuple[Path | None, list[str]]:
-    """The complete dir with the highest training step (ties: earlier family, then the later
-    write), and one message per dir skipped."""
-    chosen, best_key, skipped = None, None, []
-    for rank, family in enumerate(families):
-        for ckpt_dir in family:
-            try:
-                step = _inspect(ckpt_dir, need_state)
-                key = (step, -rank, (ckpt_dir / "config.json").stat().st_mtime_ns)
-            except _Incomplete as why:
-                skipped.append(f"skipping checkpoint {ckpt_dir}: {why}")
-                continue
-            except FileNotFoundError:  # removed while we looked
-                continue
-            if best_key is None or key > best_key:
-                chosen, best_key = ckpt_dir, key
-    if chosen is not None and (chosen.name.startswith(".") or chosen.name.endswith(".old")):
-        skipped.append(f"using {chosen}, a complete checkpoint left by an interrupted save")
-    return chosen, skipped
+# ------------------------------------------------------------------ finding a complete checkpoint
 
 
 def _stderr(message: str) -> None:
@@ -264,7 +200,7 @@ def resumable_checkpoint(run_dir: str | Path, log: Callable[[str], None] = print
     run_dir = Path(run_dir)
     chosen = None
     for name in ("latest", "best"):
-        chosen, messages = _newest_complete([_candidates(run_dir, name)], need_state=True)
+        chosen, messages = newest_complete([candidates(run_dir, name)], need_state=True)
         for message in messages:
             log(message)
         if chosen is not None:
@@ -283,14 +219,14 @@ def find_checkpoint(path: str | Path, log: Callable[[str], None] = _stderr) -> P
     if (path / "model.safetensors").is_file():
         return path
     if path.is_dir():
-        families = [_candidates(path, "best"), _candidates(path, "latest")]
+        families = [candidates(path, "best"), candidates(path, "latest")]
     elif path.parent.is_dir():
-        families = [_candidates(path.parent, path.name)]
+        families = [candidates(path.parent, path.name)]
     else:
         families = []
     skipped: list[str] = []
     for family in families:
-        chosen, messages = _newest_complete([family], need_state=False)
+        chosen, messages = newest_complete([family], need_state=False)
         skipped += messages
         if chosen is not None:
             for message in skipped:
@@ -354,6 +290,13 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    own = model.state_dict()
+    misfit = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
+              if k in own and v.shape != own[k].shape]
+    if misfit:
+        raise CheckpointError(f"checkpoint does not fit the model ({len(misfit)} tensors differ "
+                              f"in shape, e.g. {misfit[0]}, checkpoint vs model); use the model "
+                              "settings it was trained with, or train into a new --out directory")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [k for k in missing if k != "head.weight"]
     if missing or unexpected:

@@ -77,6 +77,18 @@ def fit_batch_to_memory(cfg: RunConfig, device: torch.device, amp, log) -> RunCo
                                  "train.auto_batch_size": False})
 
 
+@contextlib.contextmanager
+def disk_errors(what: str):
+    """A full disk or a read-only folder is the machine's state, not a bug: one line, exit 2.
+    (A failed save has already put the previous checkpoint back.)"""
+    try:
+        yield
+    except OSError as err:
+        raise UserError(f"could not {what}: {err.strerror or err}; free some disk space or "
+                        "train into a writable --out directory (saved checkpoints are intact)"
+                        ) from err
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, dataset: Dataset, out_dir: Path, resume: str | None = None,
                  log=print):
@@ -149,6 +161,14 @@ class Trainer:
         loaded = ckpt.load_checkpoint(source)
         if loaded["train_state"] is None:
             raise ckpt.CheckpointError(f"{loaded['path']} has no training state to resume from")
+        if loaded["tokenizer"] != json.loads(json.dumps(self.dataset.tokenizer.to_json())):
+            trained_on = loaded["meta"].get("dataset_dir", "another dataset")
+            raise UserError(
+                f"{loaded['path']} was trained with another vocabulary "
+                f"({loaded['config'].get('model', {}).get('vocab_size', '?')} tokens, on "
+                f"{trained_on}) than {self.dataset.path} "
+                f"({self.dataset.tokenizer.extended_vocab_size} tokens); resume with --data "
+                f"{trained_on}, or train into a new --out directory")
         ckpt.load_weights(self.model, loaded["weights"])
         state = loaded["train_state"]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -164,11 +184,19 @@ class Trainer:
         """Write checkpoint `name` (rank 0 only; other ranks hold the same weights)."""
         if not is_main():
             return None
-        return ckpt.save_checkpoint(
+        keep = self.cfg.train.keep_last_k if name == "latest" else 1
+        with disk_errors(f"save checkpoint {self.out_dir / name}"):
+            return self._save(name, keep)
+
+    def _save(self, name: str, keep: int) -> Path:
+        path = ckpt.save_checkpoint(
             self.out_dir / name, self.model, self.cfg.to_dict(),
             self.dataset.tokenizer.to_json(),
             {**self.dataset.meta, "dataset_dir": str(self.dataset.path.resolve())},
-            self.state_dict())
+            self.state_dict(), keep_previous=keep > 1)
+        if keep > 1:
+            ckpt.prune_snapshots(self.out_dir, keep - 1)  # `latest` is the K-th
+        return path
 
     # ------------------------------------------------------------------ steps
     def train_step(self) -> tuple[torch.Tensor, list[dict]]:
@@ -253,8 +281,10 @@ class Trainer:
         """Train to max_iters (or until a SIGINT / SIGTERM, after which it saves and returns)."""
         cfg, c = self.cfg.train, self.counters
         if is_main():
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=1))
+            with disk_errors(f"write to {self.out_dir}"):
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(),
+                                                                     indent=1))
         self.log(describe(self.model) + f" on {self.device}")
         self.metrics = MetricsLog(self.out_dir, self.cfg) if is_main() else None
         self.bar = tqdm(total=cfg.max_iters, initial=c.step,

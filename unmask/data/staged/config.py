@@ -32,6 +32,22 @@ class StagedDataError(UserError):
 # ----------------------------------------------------------------------------- config
 
 
+def _check_easiest_first(stages: list[dict]) -> None:
+    """The curriculum only moves forward, so a stage must not be easier than an earlier stage
+    of its type: sticky stages by target_masked_ratio, random ones by max_masked_ratio. (A
+    random stage after the sticky ones, covering every ratio, is the seed's design.)"""
+    last: dict[str, tuple[int, float]] = {}
+    for i, stage in enumerate(stages):
+        kind = stage["type"]
+        ratio = stage.get("target_masked_ratio", stage.get("max_masked_ratio"))
+        if kind in last and ratio < last[kind][1]:
+            j, before = last[kind]
+            raise StagedDataError(
+                f"UNMASKING_STAGES are out of order: {kind} stage {i} masks {ratio} after "
+                f"{kind} stage {j}'s {before}; list the stages easiest first")
+        last[kind] = (i, ratio)
+
+
 @dataclass(frozen=True)
 class StagedConfig:
     """The names of a dataset's training_config.py, lower-cased (seed 000's "dataset-specific
@@ -75,6 +91,7 @@ class StagedConfig:
 
     def __post_init__(self) -> None:
         validate_stages(self.unmasking_stages)
+        _check_easiest_first(self.unmasking_stages)
         # Validation stages only describe masks; they never advance.
         validate_stages([{"val_loss_stale_count": 1, **s} if isinstance(s, dict) else s
                          for s in self.validation_stages])
