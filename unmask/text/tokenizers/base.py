@@ -79,6 +79,16 @@ def special_ids_after(vocab_size: int) -> dict[str, int]:
     return {name: vocab_size + i for i, name in enumerate(SPECIAL_NAMES)}
 
 
+def checked_id(token_id: int, extended_vocab_size: int) -> int:
+    """`token_id` as an int, or a UserError when no token has it (a checkpoint from another
+    vocabulary, a hand-edited id list); a negative id would otherwise index from the end."""
+    token_id = int(token_id)
+    if not 0 <= token_id < extended_vocab_size:
+        raise UserError(f"token id {token_id} is outside the vocabulary "
+                        f"(0..{extended_vocab_size - 1}); decode ids made with this tokenizer")
+    return token_id
+
+
 def unknown_special(name: str) -> ValueError:
     return ValueError(f"unknown special token {name!r}; known: {', '.join(SPECIAL_NAMES)}")
 

@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from unmask.errors import UserError
-from unmask.text.tokenizers.base import SPECIALS, special_ids_after, unknown_special
+from unmask.text.tokenizers.base import (
+    SPECIALS,
+    checked_id,
+    special_ids_after,
+    unknown_special,
+)
 
 N_BYTES = 256
 
@@ -219,7 +224,7 @@ class BPETokenizer:
         sequence that is not UTF-8 (only possible for ids the book never uses) becomes U+FFFD."""
         out, run = [], bytearray()
         for i in ids:
-            i = int(i)
+            i = checked_id(i, self.extended_vocab_size)
             if i < self.vocab_size:
                 run += self._bytes[i]
                 continue
@@ -247,7 +252,8 @@ class BPETokenizer:
 
     @classmethod
     def from_json(cls, data: dict) -> BPETokenizer:
-        if data.get("type") != cls.kind or not isinstance(data.get("tokenizer"), dict):
+        if (data.get("type") != cls.kind or not isinstance(data.get("tokenizer"), dict)
+                or not isinstance(data.get("info") or {}, dict)):
             raise UserError("tokenizer.json is not a BPE tokenizer written by unmask")
         return cls(data["tokenizer"], data.get("info"))
 

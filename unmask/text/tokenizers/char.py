@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from unmask.errors import UserError
-from unmask.text.tokenizers.base import SPECIALS, special_ids_after, unknown_special
+from unmask.text.tokenizers.base import (
+    SPECIALS,
+    checked_id,
+    special_ids_after,
+    unknown_special,
+)
 
 # (legacy key, rendered text) in id order; kept for callers written before `special_id`.
 SPECIAL_TOKENS = tuple((key, text) for _, key, text in SPECIALS)
@@ -83,7 +88,7 @@ class CharTokenizer:
         names = [name for _, name in SPECIAL_TOKENS]
         out = []
         for i in ids:
-            i = int(i)
+            i = checked_id(i, self.extended_vocab_size)
             out.append(self.chars[i] if i < self.vocab_size else names[i - self.vocab_size])
         return "".join(out)
 
@@ -93,8 +98,12 @@ class CharTokenizer:
 
     @classmethod
     def from_json(cls, data: dict) -> CharTokenizer:
-        if data.get("type") != cls.kind or not isinstance(data.get("chars"), list):
-            raise UserError("tokenizer.json is not a character tokenizer written by unmask")
+        chars = data.get("chars")
+        if (data.get("type") != cls.kind or not isinstance(chars, list) or not chars
+                or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+                or len(set(chars)) != len(chars)):
+            raise UserError("tokenizer.json is not a character tokenizer written by unmask "
+                            "(its `chars` must be distinct single characters)")
         return cls(tuple(data["chars"]))
 
     def save(self, path: Path) -> None:

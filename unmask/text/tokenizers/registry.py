@@ -21,7 +21,7 @@ TOKENIZERS: dict[str, type] = {"char": CharTokenizer, "bpe": BPETokenizer}
 def load_tokenizer(data: dict) -> Tokenizer:
     """Rebuild a tokenizer from its `to_json()` dict, dispatching on `"type"`."""
     kind = data.get("type") if isinstance(data, dict) else None
-    if kind not in TOKENIZERS:
+    if not isinstance(kind, str) or kind not in TOKENIZERS:
         raise UserError(f"unknown tokenizer type {kind!r}; known types: {', '.join(TOKENIZERS)}")
     return TOKENIZERS[kind].from_json(data)
 
