@@ -1,5 +1,8 @@
 """Two CPU processes (torchrun, gloo) train exactly what one process with the same global
-batch trains: the ranks' weights stay identical, and the logged losses match."""
+batch trains, with DDP and with FSDP2 (`train.parallel=fsdp`; FSDP2's all-gather and
+reduce-scatter run on gloo in torch 2.13): the ranks' weights stay identical, and the logged
+losses match. A multi-rank run stopped and resumed continues bit for bit, and its checkpoints
+are the files a single process writes and reads."""
 
 import json
 import os
@@ -12,8 +15,14 @@ import torch
 from safetensors.torch import load_file
 
 from tests.test_curriculum_task import make_tiny_dataset
+from unmask.config.io import ConfigError
 from unmask.config.presets import resolve_config
+from unmask.config.schema import ModelConfig
 from unmask.data.dataset import Dataset
+from unmask.errors import UserError
+from unmask.model import checkpoint as ckpt
+from unmask.model.transformer import Transformer
+from unmask.train import parallel
 from unmask.train.trainer import Trainer
 
 WORKER = Path(__file__).with_name("distributed") / "ddp_worker.py"
@@ -23,9 +32,9 @@ COMMON = {"model.n_layer": 1, "model.n_head": 2, "model.n_embd": 16, "model.bloc
           "train.compile": "false", "optim.warmup_iters": 0, "train.grad_accum": 2}
 
 
-def _torchrun(data: Path, out: Path, overrides: dict) -> None:
+def _torchrun(data: Path, out: Path, overrides: dict, *extra: str) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
-    args = [f"--{k}={v}" for k, v in overrides.items()]
+    args = [f"--{k}={v}" for k, v in overrides.items()] + list(extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2",
                            str(WORKER), str(data), str(out), *args],
@@ -43,11 +52,22 @@ def curriculum(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("ddp") / "tiny")
 
 
-@pytest.mark.parametrize("objective", ["mdlm", "unmasking"])
-def test_two_ranks_match_one_process_with_the_same_global_batch(objective, shakespeare,
-                                                                curriculum, tmp_path):
+def _single(overrides: dict, data: Path, out: Path, resume: str | None = None) -> Trainer:
+    cfg = resolve_config("debug", {**overrides, "data": str(data)})
+    trainer = Trainer(cfg, Dataset.load(data), out, resume=resume, log=lambda *_: None)
+    torch.set_num_threads(1)
+    trainer.run()
+    return trainer
+
+
+@pytest.mark.parametrize("objective,parallel_mode", [("mdlm", "ddp"), ("unmasking", "ddp"),
+                                                     ("mdlm", "fsdp")])
+def test_two_ranks_match_one_process_with_the_same_global_batch(objective, parallel_mode,
+                                                                shakespeare, curriculum,
+                                                                tmp_path):
     data = shakespeare.path if objective == "mdlm" else curriculum
-    per_rank = {**COMMON, "train.objective": objective, "train.batch_size": 4}
+    per_rank = {**COMMON, "train.objective": objective, "train.batch_size": 4,
+                "train.parallel": parallel_mode}
     _torchrun(data, tmp_path / "ddp", per_rank)
     rank0 = load_file(str(tmp_path / "ddp" / "rank0.safetensors"))
     rank1 = load_file(str(tmp_path / "ddp" / "rank1.safetensors"))
@@ -55,11 +75,70 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(objective, shake
     assert json.loads((tmp_path / "ddp" / "rank0.json").read_text()) == \
         json.loads((tmp_path / "ddp" / "rank1.json").read_text())  # same curriculum decisions
 
-    single = resolve_config("debug", {**per_rank, "train.batch_size": 8, "data": str(data)})
-    trainer = Trainer(single, Dataset.load(data), tmp_path / "single", log=lambda *_: None)
-    torch.set_num_threads(1)
-    trainer.run()
+    trainer = _single({**per_rank, "train.batch_size": 8}, data, tmp_path / "single")
     assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "single"), rel=1e-5)
     weights = {k: v for k, v in trainer.model.state_dict().items() if k in rank0}
     assert all(torch.allclose(rank0[k], weights[k], atol=1e-5) for k in rank0)
     assert len(_losses(tmp_path / "ddp")) == 6  # rank 0 alone wrote the metrics
+
+
+# Dropout on: each rank draws its own dropout masks, so an exact resume needs every rank's RNG.
+RESUME = {**COMMON, "train.batch_size": 4, "model.n_layer": 2, "model.dropout": 0.1,
+          "train.eval_interval": 3, "optim.lr_decay_iters": 6}
+
+
+@pytest.mark.parametrize("parallel_mode", ["ddp", "fsdp"])
+def test_a_resumed_multi_rank_run_continues_exactly(parallel_mode, shakespeare, tmp_path):
+    """6 steps straight == 3 steps, stop, `--resume auto`, 3 more: the same loss at every step
+    and bit-identical weights; the checkpoint it leaves loads and resumes in one process."""
+    cfg = {**RESUME, "train.parallel": parallel_mode}
+    _torchrun(shakespeare.path, tmp_path / "straight", cfg, f"--stop-at=3:{tmp_path / 'split'}")
+    assert len(_losses(tmp_path / "split")) == 3
+    _torchrun(shakespeare.path, tmp_path / "split", cfg, "--resume=auto")  # new processes
+    straight, split = _losses(tmp_path / "straight"), _losses(tmp_path / "split")
+    assert len(straight) == 6 and split == straight  # exactly, step by step
+    final = load_file(str(tmp_path / "straight" / "rank0.safetensors"))
+    for run in ("straight", "split"):
+        for r in (0, 1):
+            ranks = load_file(str(tmp_path / run / f"rank{r}.safetensors"))
+            assert ranks.keys() == final.keys()
+            assert all(torch.equal(ranks[k], final[k]) for k in final), (run, r)
+
+    loaded = ckpt.load_checkpoint(tmp_path / "split" / "latest")  # one process reads it
+    model = Transformer(ModelConfig(**loaded["config"]["model"]))
+    ckpt.load_weights(model, loaded["weights"])
+    assert all(torch.equal(model.state_dict()[k], final[k]) for k in final)
+    assert sorted(loaded["train_state"]["optimizer"]["state"]) == \
+        list(range(len(list(model.parameters()))))  # keyed by index, as one process keys it
+    resumed = _single({**cfg, "train.max_iters": 7, "train.batch_size": 8},
+                      shakespeare.path, tmp_path / "split", resume="auto")
+    assert resumed.counters.step == 7 and len(_losses(tmp_path / "split")) == 7
+
+
+def test_a_single_process_checkpoint_resumes_under_fsdp(shakespeare, tmp_path):
+    """One process trains 3 steps and saves; two FSDP ranks resume it for 3 more and train
+    what one process trains straight; their checkpoint loads back into one process."""
+    cfg = {**COMMON, "train.batch_size": 8, "train.eval_interval": 3,
+           "optim.lr_decay_iters": 6}
+    straight = _single(cfg, shakespeare.path, tmp_path / "straight")
+    _single({**cfg, "train.max_iters": 3}, shakespeare.path, tmp_path / "split")
+    _torchrun(shakespeare.path, tmp_path / "split",
+              {**cfg, "train.batch_size": 4, "train.parallel": "fsdp"}, "--resume=auto")
+    assert _losses(tmp_path / "split") == pytest.approx(_losses(tmp_path / "straight"),
+                                                        rel=1e-5)
+    model = Transformer(straight.model.cfg)
+    ckpt.load_weights(model, ckpt.load_checkpoint(tmp_path / "split" / "latest")["weights"])
+    expected = straight.model.state_dict()
+    assert all(torch.allclose(v, expected[k], atol=1e-5) for k, v in model.state_dict().items())
+
+
+def test_train_parallel_names_the_valid_choices():
+    with pytest.raises(ConfigError, match="train.parallel must be one of ddp, fsdp, got 'zero'"):
+        resolve_config("debug", {"train.parallel": "zero"})
+
+
+def test_fsdp_refuses_float16_loss_scaling_before_sharding(tiny_model_config):
+    model = Transformer(tiny_model_config)
+    with pytest.raises(UserError, match="train.dtype=bfloat16"):
+        parallel.shard(model, torch.float16)
+    assert not parallel.is_sharded(model)

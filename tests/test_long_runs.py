@@ -92,3 +92,17 @@ def test_eval_scores_the_whole_validation_split(shakespeare, tmp_path, capsys):
     assert report["val_tokens_scored"] == windows.size(0) * 16
     assert report["nll_nats_per_char"] == pytest.approx(total / (windows.size(0) * 16),
                                                         rel=1e-5)
+
+
+def test_soak_sigkill_and_resume_ends_with_the_uninterrupted_weights(tmp_path):
+    """`benchmarks/soak.py` with 4 kills (the full 20 run by the documented command)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.soak import INTERVAL, soak
+
+    result = soak(kills=4, seed=1, workdir=tmp_path)
+    assert result["kills"] == 4 and result["every_kill_left_a_checkpoint"]
+    assert result["max_steps_lost"] <= INTERVAL
+    assert result["final_weights_equal"] and result["final_optimizer_equal"]

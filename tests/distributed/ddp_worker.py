@@ -1,9 +1,12 @@
-"""One rank of a DDP test run (started by torchrun from tests/test_ddp.py).
+"""One rank of a multi-rank test run (started by torchrun from tests/test_ddp.py).
 
-    torchrun --nproc_per_node=2 tests/distributed/ddp_worker.py DATA OUT [--key=value ...]
+    torchrun --nproc_per_node=2 tests/distributed/ddp_worker.py DATA OUT [--resume=auto]
+        [--stop-at=STEPS:DIR] [--key=value ...]
 
-Trains with the project's Trainer, then every rank writes its final weights and its
-objective state, so the test can check that the ranks agree.
+Trains with the project's Trainer (DDP, or FSDP2 with --train.parallel=fsdp), then every rank
+writes its final weights (FSDP's shards gathered) and its objective state, so the test can
+check that the ranks agree. `--stop-at` also trains the same run, stopped after STEPS steps,
+into DIR (the first half of a resume test, in the same torchrun to save its start-up).
 """
 
 import json
@@ -13,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from safetensors.torch import save_file  # noqa: E402
+from torch.distributed.tensor import DTensor  # noqa: E402
 
 from unmask.cli.errors import parse_overrides  # noqa: E402
 from unmask.config.presets import resolve_config  # noqa: E402
@@ -22,18 +26,28 @@ from unmask.train.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:
-    data, out = sys.argv[1], Path(sys.argv[2])
+    data, out, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    resume = "auto" if "--resume=auto" in args else None
+    stop_at = [a.partition("=")[2].split(":", 1) for a in args if a.startswith("--stop-at=")]
     init_from_env()
-    cfg = resolve_config("debug", {"data": data, **parse_overrides(sys.argv[3:])})
-    trainer = Trainer(cfg, Dataset.load(data), out, log=lambda *_: None)
+    overrides = parse_overrides([a for a in args if a != "--resume=auto"
+                                 and not a.startswith("--stop-at=")])
+    for steps, half in stop_at:
+        train(data, Path(half), {**overrides, "train.max_iters": steps}, None)
+    train(data, out, overrides, resume)
+    shutdown()
+
+
+def train(data: str, out: Path, overrides: dict, resume: str | None) -> None:
+    cfg = resolve_config("debug", {"data": data, **overrides})
+    trainer = Trainer(cfg, Dataset.load(data), out, resume=resume, log=lambda *_: None)
     trainer.run()
     r = rank()
-    state = {k: v.detach().contiguous() for k, v in trainer.model.state_dict().items()
-             if k != "head.weight"}
+    state = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().contiguous()
+             for k, v in trainer.model.state_dict().items() if k != "head.weight"}
     save_file(state, str(out / f"rank{r}.safetensors"))
     objective = trainer.objective.state_dict()
     (out / f"rank{r}.json").write_text(json.dumps(objective.get("curriculum", {})))
-    shutdown()
 
 
 if __name__ == "__main__":

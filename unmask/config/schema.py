@@ -19,6 +19,8 @@ MODEL_MODES = ("token_classifier", "language_model", "sequence_classifier")
 
 POOLINGS = ("mean", "cls", "layers")
 
+PARALLEL_MODES = ("ddp", "fsdp")  # train.parallel under torchrun (see train/parallel.py)
+
 
 @dataclass
 class ModelConfig:
@@ -100,6 +102,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto = bf16 on CUDA, and on CPU where a measured probe finds it faster
     compile: str = "auto"  # auto = torch.compile on CUDA only; "true" / "false" force it
     threads: int = 0  # CPU threads for torch; 0 = torch's default
+    parallel: str = "ddp"  # several ranks: ddp (whole model per rank) | fsdp (FSDP2 shards it)
     objective: str = "auto"  # auto = causal_lm for a causal model, else mdlm (see objectives/registry.py)
     antithetic: bool = True  # stratified diffusion times across the batch (MDLM)
     t_min: float = 1e-3  # smallest diffusion time sampled in training
@@ -120,6 +123,9 @@ class TrainConfig:
             raise ConfigError("train.compile must be one of auto, true, false")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError("train.dtype must be one of auto, float32, bfloat16, float16")
+        if self.parallel not in PARALLEL_MODES:
+            raise ConfigError(f"train.parallel must be one of {', '.join(PARALLEL_MODES)}, "
+                              f"got {self.parallel!r}")
         if self.on_nan not in ("stop", "skip", "rollback"):
             raise ConfigError(f"train.on_nan must be stop, skip or rollback, got {self.on_nan!r}")
         if self.keep_last_k < 1:

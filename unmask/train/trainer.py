@@ -37,6 +37,7 @@ from unmask.runtime.distributed import (
     world_size,
 )
 from unmask.runtime.rng import derive_seed, rng_state, seed_everything, set_rng_state
+from unmask.train import parallel
 from unmask.train.metrics import (
     Counters,
     MetricsLog,
@@ -110,6 +111,8 @@ class Trainer:
         self.model = Transformer(cfg.model).to(self.device)
         if cfg.transfer.enabled:
             load_pretrained_weights(self.model, cfg.transfer, self.log)
+        if is_distributed() and cfg.train.parallel == "fsdp":
+            parallel.shard(self.model, self.amp)  # in place: the optimizer holds the shards
         self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
         # float16 autocast needs loss scaling (its range underflows small gradients); a
         # disabled scaler is the identity for float32 and bfloat16.
@@ -130,23 +133,28 @@ class Trainer:
         self.step_model = self._wrap(self.model)
 
     def _wrap(self, model):
-        """torch.compile where it pays (CUDA by default), then DDP across ranks."""
+        """torch.compile where it pays (CUDA by default), then DDP across ranks (unless FSDP
+        sharded the model already, see `parallel`)."""
         wanted = self.cfg.train.compile
         if wanted == "true" or (wanted == "auto" and self.device.type == "cuda"):
             # A backend that fails to compile (no C compiler, an unsupported op) runs the
             # model eagerly instead of stopping the run; dynamo logs what went wrong.
             torch._dynamo.config.suppress_errors = True
             model = torch.compile(model)
-        if is_distributed():
+        if is_distributed() and not parallel.is_sharded(self.model):
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         return model
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
+        """The training state. Under several ranks every rank calls it (FSDP's optimizer shards
+        and each rank's RNG, which draws its own dropout, are gathered); rank 0's is complete."""
+        rank_rngs = parallel.gather_objects(rng_state())
         state = {"counters": self.counters.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "loader": self.loader.state_dict(),
-                 "task": self.objective.state_dict(), "rng": rng_state()}
+                 "optimizer": parallel.optimizer_state(self.model, self.optimizer),
+                 "loader": self.loader.state_dict(), "task": self.objective.state_dict(),
+                 "rng": rng_state(), **({"rank_rng": rank_rngs} if world_size() > 1 else {})}
         if self.scaler.is_enabled():
             state["grad_scaler"] = self.scaler.state_dict()
         return state
@@ -169,31 +177,45 @@ class Trainer:
                 f"{trained_on}) than {self.dataset.path} "
                 f"({self.dataset.tokenizer.extended_vocab_size} tokens); resume with --data "
                 f"{trained_on}, or train into a new --out directory")
-        ckpt.load_weights(self.model, loaded["weights"])
+        parallel.load_weights(self.model, loaded["weights"])
         state = loaded["train_state"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        parallel.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.loader.load_state_dict(state["loader"])
         self.objective.load_state_dict(state["task"])
-        set_rng_state(state["rng"])
         if "grad_scaler" in state and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["grad_scaler"])
         self.counters.load_state_dict(state["counters"])
+        self._resume_rng(state)
         self.log(f"resumed from {loaded['path']} at step {self.counters.step}")
 
+    def _resume_rng(self, state: dict) -> None:
+        """Each rank's own saved RNG; from a run with another number of ranks, rank 0's, and a
+        fresh dropout stream of their own for the other ranks."""
+        saved = state.get("rank_rng", [])
+        if len(saved) == world_size() > 1:
+            set_rng_state(saved[rank()])
+            return
+        set_rng_state(state["rng"])
+        if rank() > 0:
+            torch.manual_seed(derive_seed(self.cfg.train.seed, "dropout", rank(),
+                                          self.counters.step))
+
     def save(self, name: str) -> Path | None:
-        """Write checkpoint `name` (rank 0 only; other ranks hold the same weights)."""
+        """Write checkpoint `name`: every rank takes part in gathering the state, rank 0 alone
+        writes it (the same files a single process writes)."""
+        weights, state = parallel.full_weights(self.model), self.state_dict()
         if not is_main():
             return None
         keep = self.cfg.train.keep_last_k if name == "latest" else 1
         with disk_errors(f"save checkpoint {self.out_dir / name}"):
-            return self._save(name, keep)
+            return self._save(name, keep, weights, state)
 
-    def _save(self, name: str, keep: int) -> Path:
+    def _save(self, name: str, keep: int, weights, state: dict) -> Path:
         path = ckpt.save_checkpoint(
-            self.out_dir / name, self.model, self.cfg.to_dict(),
+            self.out_dir / name, weights, self.cfg.to_dict(),
             self.dataset.tokenizer.to_json(),
             {**self.dataset.meta, "dataset_dir": str(self.dataset.path.resolve())},
-            self.state_dict(), keep_previous=keep > 1)
+            state, keep_previous=keep > 1)
         if keep > 1:
             ckpt.prune_snapshots(self.out_dir, keep - 1)  # `latest` is the K-th
         return path
@@ -215,9 +237,8 @@ class Trainer:
         diagnostics = []
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
-            sync = contextlib.nullcontext() if last or not is_distributed() \
-                else self.step_model.no_sync()  # DDP all-reduces once, after the last
-            with sync:
+            # Gradients are reduced over ranks once, in the last micro-batch's backward.
+            with parallel.gradient_sync(self.step_model, self.model, sync=last):
                 with autocast(self.device, self.amp):
                     logits = self.step_model(batch.inputs)
                 out = self.objective.loss(logits, batch)
@@ -227,7 +248,7 @@ class Trainer:
             diagnostics.append(out.diagnostics)
         self.scaler.unscale_(self.optimizer)  # fp16: true gradients before clipping
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.grad_norm = parallel.clip_grad_norm(self.model, clip)
         if self.cfg.train.on_nan != "stop" and not self._finite(total):
             self.optimizer.zero_grad(set_to_none=True)  # no update from a non-finite step
             return total, diagnostics
