@@ -4,6 +4,7 @@ reduce-scatter run on gloo in torch 2.13): the ranks' weights stay identical, an
 losses match. A multi-rank run stopped and resumed continues bit for bit, and its checkpoints
 are the files a single process writes and reads."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file
 
 from tests.test_curriculum_task import make_tiny_dataset
@@ -142,3 +144,24 @@ def test_fsdp_refuses_float16_loss_scaling_before_sharding(tiny_model_config):
     with pytest.raises(UserError, match="train.dtype=bfloat16"):
         parallel.shard(model, torch.float16)
     assert not parallel.is_sharded(model)
+
+
+@pytest.fixture
+def one_rank_group():
+    """A gloo process group of one rank in this process (FSDP2 needs one to shard)."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_fsdp_refuses_a_checkpoint_of_another_shape(one_rank_group, tiny_model_config):
+    model = parallel.shard(Transformer(tiny_model_config), None)
+    other = Transformer(dataclasses.replace(tiny_model_config, n_embd=16))
+    weights = {k: v for k, v in other.state_dict().items() if k != "head.weight"}
+    with pytest.raises(ckpt.CheckpointError, match=r"does not fit the model \(other shapes "
+                                                     r"\['embed.weight'"):
+        parallel.load_weights(model, weights)
+    own = {k: v for k, v in Transformer(tiny_model_config).state_dict().items()
+           if k != "head.weight"}
+    parallel.load_weights(model, own)  # the right shapes load, sharded
+    assert all(torch.equal(model.state_dict()[k].full_tensor(), v) for k, v in own.items())

@@ -107,7 +107,7 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> No
             f"checkpoint does not fit the model (other shapes {misfit}, missing {missing}, "
             f"unexpected {unexpected}); use the model settings it was trained with, or train "
             "into a new --out directory")
-    0 and set_model_state_dict(model, {"head.weight": weights["embed.weight"], **weights},
+    set_model_state_dict(model, {"head.weight": weights["embed.weight"], **weights},
                          options=SCATTER)
 
 
