@@ -154,3 +154,30 @@ def test_resume_mid_stage_continues_exactly(book, tmp_path):
         torch.testing.assert_close(a, b, msg=name)
     saved = load_checkpoint(tmp_path / "part" / "latest")
     assert saved["train_state"]["task"]["book"]["position"] == 2
+
+
+def test_learning_rate_hook_by_hand(book, tmp_path):
+    """Each stage restarts warmup + cosine scaled by its lr_factor; a stage lasts its budget,
+    the last one until train.max_iters (which a validation transition can move)."""
+    cfg, out = book
+    obj = trainer_for(cfg, out, tmp_path / "run").objective
+    settings = [obj.settings(k) for k in obj.active]
+    lr, floor = 2.0, 0.2
+
+    def expected(local: int, factor: float, warmup: int, length: int) -> float:
+        if local < warmup:
+            return lr * factor * (local + 1) / (warmup + 1)
+        if local >= length:
+            return floor * factor
+        cosine = 0.5 * (1 + math.cos(math.pi * (local - warmup) / max(1, length - warmup)))
+        return floor * factor + cosine * (lr - floor) * factor
+
+    for position, start in ((0, 0), (1, 4), (2, 5)):  # the last stage starts early at 5
+        obj.state.position, obj.state.stage_start = position, start
+        st = settings[position]
+        length = 12 - start if position == len(obj.active) - 1 else obj.budgets[position]
+        assert length != obj.budgets[position] or position < 2
+        for local in range(0, 9):
+            got = obj.learning_rate(start + local, lr, floor)
+            want = expected(local, st["lr_factor"], st["warmup_steps"], length)
+            assert got == pytest.approx(want), (position, local)
