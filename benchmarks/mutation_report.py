@@ -3,6 +3,11 @@ a class by its diff, so a reviewer reads the few that need judgement instead of 
 
     .venv/bin/python benchmarks/mutation_report.py            # after `make mutation`
     .venv/bin/python benchmarks/mutation_report.py --md out/mutation.md
+    .venv/bin/python benchmarks/mutation_report.py --rerun /tmp/mut2   # merge a rerun
+
+`--rerun DIR`: a checkout of a later commit where `mutmut run NAME...` re-ran this run's
+survivors against more tests; a mutant killed there counts as killed (tests were only added,
+so what the first run killed stays killed).
 
 Classes (decided from the mutated line alone, by the rules below; anything else is `review`):
 - `device`: only where a tensor is placed changes (`device=None`, `.to(None)`, a `device=`
@@ -45,6 +50,21 @@ def results() -> dict[str, tuple[str, Path]]:
     return status
 
 
+def merged(status: dict[str, tuple[str, Path]], rerun: Path | None
+           ) -> dict[str, tuple[str, Path]]:
+    """`status`, with the verdict of every mutant that `rerun` checked."""
+    if rerun is None:
+        return status
+    here = Path.cwd()
+    os.chdir(rerun)
+    try:
+        again = results()
+    finally:
+        os.chdir(here)
+    return {name: ((again[name][0], path) if name in again and again[name][0] != "not checked"
+                   else (state, path)) for name, (state, path) in status.items()}
+
+
 def diff_lines(name: str, path: Path) -> tuple[list[str], list[str]]:
     from mutmut.__main__ import get_diff_for_mutant
     out = get_diff_for_mutant(name, path=path)
@@ -79,9 +99,10 @@ def function_of(name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--md", type=Path, help="write the survivors, by class, as Markdown")
+    parser.add_argument("--rerun", type=Path, help="merge the verdicts of a rerun (see above)")
     args = parser.parse_args()
     os.chdir(REPO)  # mutmut reads pyproject.toml and mutants/ from here
-    status = results()
+    status = merged(results(), args.rerun and args.rerun.resolve())
     counts = Counter(state for state, _ in status.values())
     total = sum(counts.values())
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
