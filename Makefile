@@ -41,9 +41,11 @@ test-slow: install-dev
 test-gpu: install-dev
 	$(BIN)/python -m pytest -q -m gpu
 
-mutation: install-dev  # mutation score of the math (minutes; not in CI); writes mutants/
+# mutmut forks a worker per mutant after running the tests once: with more than one OpenMP
+# thread the forked workers deadlock in torch's thread pool, hence OMP_NUM_THREADS=1.
+mutation: install-dev  # mutation score of the math (an hour+ on 2 cores; not in CI); writes mutants/
 	$(BIN)/pip install -q "mutmut>=3.8"
-	$(BIN)/mutmut run; $(BIN)/mutmut results
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run; $(BIN)/python benchmarks/mutation_report.py
 
 clean:  # runs and generated data only (git-ignored files under data/); sources stay
 	rm -rf out .pytest_cache
