@@ -15,6 +15,9 @@ Classes (decided from the mutated line alone, by the rules below; anything else 
   CPU either way; placement on a GPU is what `make test-gpu` checks.
 - `message`: only the text of an error or log message changes (`raise X(None)`, `"XX..XX"`,
   upper-cased text). The behaviour (the exception type, the exit status) is unchanged.
+- `tie`: `<` became `<=` (or `>=` became `>`) in a comparison with a continuous uniform draw
+  (`u`, `draws`, `keys`, `noise`, `fallback`, `rand`): the two differ only when the draw
+  equals the threshold exactly, which has probability 0 (2^-24 per float32 draw).
 - `review`: everything else, listed with its diff.
 """
 
@@ -80,8 +83,24 @@ def _strip_device(line: str) -> str:
     return re.sub(r"[\s,]", "", line)
 
 
+_DRAW = r"(?:\bu\b|\bu\[\d\]|draws|keys|noise|fallback|rand\()"
+_TIE = [("<", "<="), (">=", ">"), ("<=", "<"), (">", ">=")]
+
+
+def _is_tie(before: str, after: str) -> bool:
+    if not re.search(_DRAW, before):
+        return False
+    for a, b in _TIE:
+        for m in re.finditer(rf"(?<![<>=!]){re.escape(a)}(?![<>=])", before):
+            if before[:m.start()] + b + before[m.end():] == after:
+                return True
+    return False
+
+
 def classify(minus: list[str], plus: list[str]) -> str:
     before, after = " ".join(minus), " ".join(plus)
+    if _is_tie(before, after):
+        return "tie"
     if ("device" in before or ".to(" in before) and _strip_device(before) == _strip_device(after):
         return "device"
     if _MESSAGE_LINE.search(before) or "(None)" in after:
@@ -113,7 +132,7 @@ def main() -> None:
         if state in ("survived", "no tests"):
             minus, plus = diff_lines(name, path)
             by_class[classify(minus, plus)].append((name, minus, plus))
-    for cls in ("device", "message", "review"):
+    for cls in ("device", "message", "tie", "review"):
         print(f"{cls}: {len(by_class[cls])}")
     if args.md:
         lines = [f"# Surviving mutants ({sum(map(len, by_class.values()))})", ""]
