@@ -118,10 +118,13 @@ def function_of(name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--md", type=Path, help="write the survivors, by class, as Markdown")
-    parser.add_argument("--rerun", type=Path, help="merge the verdicts of a rerun (see above)")
+    parser.add_argument("--rerun", type=Path, action="append", default=[],
+                        help="merge the verdicts of a rerun (see above); repeat, in order")
     args = parser.parse_args()
     os.chdir(REPO)  # mutmut reads pyproject.toml and mutants/ from here
-    status = merged(results(), args.rerun and args.rerun.resolve())
+    status = results()
+    for rerun in args.rerun:
+        status = merged(status, rerun.resolve())
     counts = Counter(state for state, _ in status.values())
     total = sum(counts.values())
     killed = counts.get("killed", 0) + counts.get("timeout", 0)

@@ -12,7 +12,13 @@ from unmask.errors import UserError
 from unmask.model.readout import flag_from_logits
 from unmask.model.transformer import Transformer
 from unmask.sampling.base import SampleRequest
-from unmask.sampling.remask import RemaskSampler, remask_generate, remask_sample, repair
+from unmask.sampling.remask import (
+    RemaskSampler,
+    detect_wrong,
+    remask_generate,
+    remask_sample,
+    repair,
+)
 
 V, MASK, WRONG, VEXT = 20, 20, 21, 27
 
@@ -154,3 +160,46 @@ def test_bad_calls_are_named():
     with pytest.raises(ValueError, match="frozen positions must hold real tokens"):
         remask_generate(model, vocab_size=V, mask_id=MASK, wrong_id=WRONG,
                         tokens=tokens.fill_(MASK), frozen=frozen)
+
+
+def test_a_run_that_settles_early_ends_with_an_empty_check_step():
+    model, steps = _model(1), 30
+    request = SampleRequest(length=8, mask_id=MASK, vocab_size=V, num_samples=2, steps=steps,
+                            temperature=0.0)
+    events = list(RemaskSampler(WRONG, flag_bias=-50.0).generate(model, request))  # no flags
+    assert len(events) < steps  # 8 masks need few steps; then one step finds nothing to do
+    last, before = events[-1], events[-2]
+    assert (last.step, last.steps) == (before.step + 1, steps)
+    assert not last.revealed.any() and not last.remasked.any()
+    assert torch.equal(last.tokens, before.tokens) and not bool(last.confidence.any())
+    assert bool(last.done.all()) and last.network_calls == before.network_calls + 1
+
+
+def test_wrapper_defaults_are_the_samplers():
+    model = _model(6)
+    tokens = torch.randint(0, V, (3, 12), generator=torch.Generator().manual_seed(6))
+    tokens[:, 3] = MASK
+    got = list(remask_generate(model, vocab_size=V, mask_id=MASK, wrong_id=WRONG,
+                               tokens=tokens, generator=torch.Generator().manual_seed(1)))
+    request = SampleRequest(12, MASK, V, (), 3, 64, 1.0, 0, 1.0, gumbel64=False)
+    want = list(RemaskSampler(WRONG).edit(model, request, tokens, None,
+                                          torch.Generator().manual_seed(1)))
+    assert len(got) == len(want)
+    assert all(torch.equal(a.tokens, b.tokens) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("target, mask_bias, flag_bias", [("wrong", 0.0, 0.0), ("wrong", 5.0, 1.0),
+                                                          ("mask", 2.0, -1.0)])
+def test_detect_wrong_by_hand(target, mask_bias, flag_bias):
+    model = _model(7)
+    tokens = torch.randint(0, V, (4, 12), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        logits = model(tokens).double()
+    flag_id = WRONG if target == "wrong" else MASK
+    bias = flag_bias + (mask_bias if target == "mask" else 0.0)  # [MASK] bias: its variant only
+    want = logits[..., flag_id] + bias > logits[..., :V].max(-1).values
+    got = detect_wrong(model, tokens, V, WRONG, target, mask_logit_bias=mask_bias,
+                       flag_bias=flag_bias)
+    assert torch.equal(got, want)
+    if target == "wrong" and mask_bias == 0.0:  # mask_id defaults to vocab_size
+        assert torch.equal(detect_wrong(model, tokens, V, WRONG), want)
