@@ -79,14 +79,16 @@ def special_ids_after(vocab_size: int) -> dict[str, int]:
     return {name: vocab_size + i for i, name in enumerate(SPECIAL_NAMES)}
 
 
-def checked_id(token_id: int, extended_vocab_size: int) -> int:
-    """`token_id` as an int, or a UserError when no token has it (a checkpoint from another
-    vocabulary, a hand-edited id list); a negative id would otherwise index from the end."""
-    token_id = int(token_id)
-    if not 0 <= token_id < extended_vocab_size:
-        raise UserError(f"token id {token_id} is outside the vocabulary "
+def checked_ids(ids: Iterable[int], extended_vocab_size: int) -> list[int]:
+    """`ids` as ints, or a UserError naming one that no token has (a checkpoint from another
+    vocabulary, a hand-edited id list); a negative id would otherwise index from the end.
+    One min/max over the list, not a check per id."""
+    ids = [int(i) for i in ids]
+    if ids and (min(ids) < 0 or max(ids) >= extended_vocab_size):
+        bad = next(i for i in ids if not 0 <= i < extended_vocab_size)
+        raise UserError(f"token id {bad} is outside the vocabulary "
                         f"(0..{extended_vocab_size - 1}); decode ids made with this tokenizer")
-    return token_id
+    return ids
 
 
 def unknown_special(name: str) -> ValueError:

@@ -29,7 +29,7 @@ from typing import ClassVar
 from unmask.errors import UserError
 from unmask.text.tokenizers.base import (
     SPECIALS,
-    checked_id,
+    checked_ids,
     special_ids_after,
     unknown_special,
 )
@@ -223,8 +223,7 @@ class BPETokenizer:
         joined before decoding, so a character split over tokens comes out whole; a byte
         sequence that is not UTF-8 (only possible for ids the book never uses) becomes U+FFFD."""
         out, run = [], bytearray()
-        for i in ids:
-            i = checked_id(i, self.extended_vocab_size)
+        for i in checked_ids(ids, self.extended_vocab_size):
             if i < self.vocab_size:
                 run += self._bytes[i]
                 continue

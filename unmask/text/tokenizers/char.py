@@ -15,7 +15,7 @@ from typing import ClassVar
 from unmask.errors import UserError
 from unmask.text.tokenizers.base import (
     SPECIALS,
-    checked_id,
+    checked_ids,
     special_ids_after,
     unknown_special,
 )
@@ -87,8 +87,7 @@ class CharTokenizer:
         """Decode ids; special tokens render as their names (e.g. [MASK])."""
         names = [name for _, name in SPECIAL_TOKENS]
         out = []
-        for i in ids:
-            i = checked_id(i, self.extended_vocab_size)
+        for i in checked_ids(ids, self.extended_vocab_size):
             out.append(self.chars[i] if i < self.vocab_size else names[i - self.vocab_size])
         return "".join(out)
 
