@@ -4,6 +4,7 @@ timeout, the loopback default, and streamed text equal to `unmask sample`'s."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -204,22 +205,29 @@ def test_health_answers_while_generations_stream(pre):
         assert [r["type"] for r in results] == ["done"] * 3
 
 
+@contextlib.contextmanager
+def event_loop_thread():
+    """An asyncio loop running in a daemon thread, as the server's is; stopped afterwards."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+
+
 def test_a_stalled_client_loses_its_slot(pre):
     """A client that takes no frame (here: nobody reads the channel) holds its slot only for
     `stall_seconds`: the worker gives up, the slot is free and the sampler stopped early."""
     limits = Limits(stall_seconds=0.3)
     slots = Slots(limits)
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    try:
+    with event_loop_thread() as loop:
         prepared = prepare(pre, Settings(length=60, steps=60), limits)
         channel = FrameChannel(loop, limits.stall_seconds, window=4)
         gen = slots.start(pre, prepared, prepared.events(pre.model), channel.put)
         assert gen.finished.wait(5)
         assert gen.status == "timeout" and "took no frame for 0.3 s" in gen.reason
         assert gen.steps_run <= 5 and not slots.active
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
 
 
 def test_a_closed_response_frees_a_waiting_worker(pre):
@@ -227,9 +235,7 @@ def test_a_closed_response_frees_a_waiting_worker(pre):
     hung up) wakes it at once instead of after `stall_seconds`."""
     limits = Limits(stall_seconds=30)
     slots = Slots(limits)
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    try:
+    with event_loop_thread() as loop:
         prepared = prepare(pre, Settings(length=60, steps=60), limits)
         channel = FrameChannel(loop, limits.stall_seconds, window=2)
         gen = slots.start(pre, prepared, prepared.events(pre.model), channel.put)
@@ -240,8 +246,6 @@ def test_a_closed_response_frees_a_waiting_worker(pre):
         channel.close()
         assert gen.finished.wait(1.0)
         assert gen.status == "cancelled" and not slots.active
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
 
 
 def test_cancel_wakes_a_paced_generation(pre):

@@ -172,8 +172,8 @@ def prune_snapshots(run_dir: Path, keep: int) -> None:
     """Remove all but the newest `keep` snapshots. Each is first renamed to a hidden name, so a
     crash half-way through its removal leaves nothing that looks like a checkpoint."""
     run_dir = Path(run_dir)
-    doomed = snapshots(run_dir)[: max(len(snapshots(run_dir)) - keep, 0)]
-    for snapshot in doomed:
+    found = snapshots(run_dir)
+    for snapshot in found[: max(len(found) - keep, 0)]:
         os.replace(snapshot, run_dir / f".{snapshot.name}.del")
     for leftover in run_dir.glob(f".{SNAPSHOT_PREFIX}*.del"):
         shutil.rmtree(leftover, ignore_errors=True)
