@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test test-slow test-gpu mutation install install-dev clean
+.PHONY: demo test test-slow test-gpu mutation reproduce install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: install
 
 test: install-dev
 	$(BIN)/python -m pytest -q
+
+# Every headline figure of README / BENCHMARKS.md over 3 seeds in float32 and the precision this
+# machine picks (hours on 2 CPU cores; piecewise: benchmarks/reproduce.py --only attribution).
+reproduce: install-dev
+	$(BIN)/python benchmarks/reproduce.py
 
 test-slow: install-dev
 	$(BIN)/python -m pytest -q -m slow

@@ -5,8 +5,9 @@ The trainer is objective-agnostic. Per step it asks the objective for batches
 gradient-accumulation window is normalised by its total), and a `LossOutput` per micro-batch:
 the loss sum plus diagnostics (device tensors). It then calls `after_step` with the window's
 diagnostics, so feedback controllers live in an explicit hook, not in state the loss leaves
-behind. Every `eval_interval` it calls `validate` (no side effects: calling it twice gives the
-same numbers and changes nothing) and then `after_validation` (the one place an objective may
+behind. Every `eval_interval` it calls `before_validation` (refresh validation-only state such
+as BatchNorm statistics), `validate` (no side effects: calling it twice gives the same numbers
+and changes nothing) and then `after_validation` (the one place an objective may
 react to a validation, e.g. the curriculum advancing a stage). Random draws come from the
 objective's own generator, saved in `state_dict` so resume is exact. Objectives are chosen
 once, by name, in registry.py.
@@ -85,6 +86,11 @@ class Objective:
         """Called once per optimizer step with each micro-batch's diagnostics; returns values
         to log (device tensors are converted only when logged)."""
         return {}
+
+    def before_validation(self, model: torch.nn.Module, amp_dtype) -> None:
+        """Bring what validation reads but training does not keep current up to date with the
+        weights (a classifier's BatchNorm population statistics); the checkpoint saved after
+        the validation holds it. Never touches weights, optimizer or generators."""
 
     def validate(self, model: torch.nn.Module, amp_dtype) -> Metrics:
         """Validation figures; must not change any state."""

@@ -11,7 +11,10 @@ from unmask.data.dataset import Dataset
 from unmask.data.windows import PassageLoader
 from unmask.errors import UserError
 from unmask.eval.likelihood import classification_scores
+from unmask.model.precise_bn import recompute_batchnorm_statistics
 from unmask.objectives.base import Batch, LossOutput, Objective
+
+PRECISE_BN_ROWS = 1024  # training passages whose statistics the pooled BatchNorm evaluates with
 
 
 class ClassificationObjective(Objective):
@@ -43,6 +46,20 @@ class ClassificationObjective(Objective):
 
     def loss(self, logits, batch) -> LossOutput:
         return LossOutput(F.cross_entropy(logits.float(), batch.targets, reduction="sum"))
+
+    def precise_bn_batches(self):
+        """PRECISE_BN_ROWS training passages evenly spaced over the split (every class, every
+        part of each book), in batches of train.batch_size; the same rows on every call and
+        every rank, so the statistics depend on the weights alone."""
+        train_x = self.passages["train_x"]
+        rows = torch.linspace(0, len(train_x) - 1, min(PRECISE_BN_ROWS, len(train_x))).long()
+        for chunk in rows.split(self.cfg.train.batch_size):
+            if len(chunk) >= 2:  # BatchNorm needs two rows to have a variance
+                yield self.with_cls(train_x[chunk])
+
+    def before_validation(self, model, amp_dtype) -> None:
+        # The running averages lag a backbone that still moves fast (precise_bn's docstring).
+        recompute_batchnorm_statistics(model, self.precise_bn_batches(), amp_dtype)
 
     def validate(self, model, amp_dtype):
         result = classification_scores(model, self.with_cls(self.passages["val_x"]),

@@ -264,7 +264,9 @@ class Trainer:
         return not bool(all_reduce_sum(bad))
 
     def evaluate(self) -> Metrics:
-        """Validation figures of the current model; changes no state."""
+        """Validation figures of the current model. Only validation-only state is refreshed
+        first (BatchNorm population statistics, see precise_bn); training is unaffected."""
+        self.objective.before_validation(self.model, self.amp)
         return self.objective.validate(self.model, self.amp)
 
     def set_lr(self) -> float:
