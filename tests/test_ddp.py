@@ -117,6 +117,23 @@ def test_a_resumed_multi_rank_run_continues_exactly(parallel_mode, shakespeare, 
     assert resumed.counters.step == 7 and len(_losses(tmp_path / "split")) == 7
 
 
+@pytest.mark.parametrize("signalled_rank", [0, 1])
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(signalled_rank, shakespeare,
+                                                                   tmp_path):
+    """SIGTERM reaches one rank alone during step 3 of 6: both leave the loop after step 3 and
+    save `latest` together (before, that rank went into the collective save alone while the
+    other waited in step 4: a hang until torchrun's timeout)."""
+    out = tmp_path / "run"
+    _torchrun(shakespeare.path, out, {**RESUME, "train.eval_interval": 100},
+              f"--signal-at={signalled_rank}:3")
+    results = [json.loads((out / f"rank{r}_result.json").read_text()) for r in (0, 1)]
+    assert [(r["step"], r.get("interrupted")) for r in results] == [(3, True), (3, True)]
+    assert ckpt.load_checkpoint(out / "latest")["train_state"]["counters"]["step"] == 3
+    assert len(_losses(out)) == 3
+    ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+
+
 def test_a_single_process_checkpoint_resumes_under_fsdp(shakespeare, tmp_path):
     """One process trains 3 steps and saves; two FSDP ranks resume it for 3 more and train
     what one process trains straight; their checkpoint loads back into one process."""

@@ -1,15 +1,19 @@
 """One rank of a multi-rank test run (started by torchrun from tests/test_ddp.py).
 
     torchrun --nproc_per_node=2 tests/distributed/ddp_worker.py DATA OUT [--resume=auto]
-        [--stop-at=STEPS:DIR] [--key=value ...]
+        [--stop-at=STEPS:DIR] [--signal-at=RANK:STEP] [--key=value ...]
 
 Trains with the project's Trainer (DDP, or FSDP2 with --train.parallel=fsdp), then every rank
 writes its final weights (FSDP's shards gathered) and its objective state, so the test can
 check that the ranks agree. `--stop-at` also trains the same run, stopped after STEPS steps,
 into DIR (the first half of a resume test, in the same torchrun to save its start-up).
+`--signal-at` sends SIGTERM to rank RANK alone during step STEP (a signal that reaches one
+rank: all of them must stop after the same step).
 """
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,19 +33,31 @@ def main() -> None:
     data, out, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     resume = "auto" if "--resume=auto" in args else None
     stop_at = [a.partition("=")[2].split(":", 1) for a in args if a.startswith("--stop-at=")]
+    signal_at = [tuple(map(int, a.partition("=")[2].split(":"))) for a in args
+                 if a.startswith("--signal-at=")]
     init_from_env()
     overrides = parse_overrides([a for a in args if a != "--resume=auto"
-                                 and not a.startswith("--stop-at=")])
+                                 and not a.startswith(("--stop-at=", "--signal-at="))])
     for steps, half in stop_at:
         train(data, Path(half), {**overrides, "train.max_iters": steps}, None)
-    train(data, out, overrides, resume)
+    train(data, out, overrides, resume, signal_at[0] if signal_at else None)
     shutdown()
 
 
-def train(data: str, out: Path, overrides: dict, resume: str | None) -> None:
+def train(data: str, out: Path, overrides: dict, resume: str | None,
+          signal_at: tuple[int, int] | None = None) -> None:
     cfg = resolve_config("debug", {"data": data, **overrides})
     trainer = Trainer(cfg, Dataset.load(data), out, resume=resume, log=lambda *_: None)
-    trainer.run()
+    if signal_at and signal_at[0] == rank():
+        after_step = trainer.objective.after_step
+
+        def signalling(step, diagnostics):
+            if step == signal_at[1]:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return after_step(step, diagnostics)
+        trainer.objective.after_step = signalling
+    result = trainer.run()
+    (out / f"rank{rank()}_result.json").write_text(json.dumps(result))
     r = rank()
     state = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().contiguous()
              for k, v in trainer.model.state_dict().items() if k != "head.weight"}

@@ -34,6 +34,24 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+_host_group = None  # a gloo group for host-side flags (no CUDA stream sync on NCCL jobs)
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether `flag` is true on any rank (every rank must call it at the same point); the
+    flag itself in one process. Runs on a CPU (gloo) group, so on GPUs it waits for the other
+    ranks to arrive, not for the device."""
+    global _host_group
+    if not is_distributed():
+        return flag
+    if _host_group is None:
+        _host_group = (dist.group.WORLD if dist.get_backend() == "gloo"
+                       else dist.new_group(backend="gloo"))
+    value = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=_host_group)
+    return bool(value.item())
+
+
 def init_from_env() -> bool:
     """Join the process group torchrun describes (WORLD_SIZE > 1); NCCL on CUDA, else gloo.
 
@@ -65,9 +83,11 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    global _host_group
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+    _host_group = None
 
 
 def broadcast_object(value):

@@ -318,7 +318,7 @@ class Trainer:
         try:
             with stop:
                 self.model.train()
-                while c.step < cfg.max_iters and not stop.requested:
+                while c.step < cfg.max_iters and not stop.agreed():
                     lr = self.set_lr()
                     loss, diagnostics = self.train_step()
                     c.step += 1
@@ -333,7 +333,9 @@ class Trainer:
                         self._log_step(loss, lr, step_log)
                     if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
                         last_eval = self._validate_and_save(loss)
-                if stop.requested and cfg.save_checkpoints:
+                # Once more after the loop: a signal that reached one rank after its last
+                # check must not send that rank alone into the (collective) save.
+                if stop.agreed() and cfg.save_checkpoints:
                     self.save("latest")
                     self.log(f"stopped at step {c.step}; `--resume auto` continues from here")
         finally:
