@@ -37,8 +37,13 @@ def mcnemar(first: str, second: str) -> tuple[int, int, float]:
     return b, c, float(p)
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.4g}" if abs(value) < 1 else f"{value:.3f}"
+def _decimals(value: float) -> int:
+    return 0 if abs(value) >= 100 else 3 if abs(value) >= 1 else 4
+
+
+def _fmt(value: float, like: float | None = None) -> str:
+    """Fixed decimals by magnitude (of `like` when given, so a std reads like its mean)."""
+    return f"{value:.{_decimals(value if like is None else like)}f}"
 
 
 def transfer_significance(runs: dict[int, dict]) -> list[str]:
@@ -67,12 +72,12 @@ def markdown_report(results: dict) -> str:
     for key, entry in results.items():
         piece, precision, seed = key.split("/")
         groups[piece, precision][int(seed)] = entry["figures"]
-        meta[piece, precision].add((entry["date"], entry["machine"], entry["torch"]))
+        meta[piece, precision].add((entry["date"], entry["machine"], entry["commit"]))
     out = ["# Reproduction report (benchmarks/reproduce.py)", ""]
     for (piece, precision), runs in sorted(groups.items()):
         out += [f"## {piece}, {precision}, {len(runs)} seeds ({', '.join(map(str, sorted(runs)))})",
                 ""]
-        out += [f"- {d}: {m}, torch {t}" for d, m, t in sorted(meta[piece, precision])]
+        out += [f"- {d}: {m}; commit {c}" for d, m, c in sorted(meta[piece, precision])]
         out += ["", "| figure | mean ± std | worst seed (value) |", "|---|---|---|"]
         figures = [f for f in next(iter(runs.values())) if not f.endswith("_correct")]
         for figure in figures:
@@ -81,8 +86,8 @@ def markdown_report(results: dict) -> str:
             if not values:
                 continue
             s = summarise(values, figure)
-            out.append(f"| {figure} | {_fmt(s['mean'])} ± {_fmt(s['std'])} (n={s['n']}) | "
-                       f"{s['worst_seed']} ({_fmt(s['worst'])}) |")
+            out.append(f"| {figure} | {_fmt(s['mean'])} ± {_fmt(s['std'], s['mean'])} "
+                       f"(n={s['n']}) | {s['worst_seed']} ({_fmt(s['worst'])}) |")
         if piece == "transfer":
             out += [""] + [f"- {line}" for line in transfer_significance(runs)]
         out.append("")
