@@ -65,7 +65,7 @@ class RemaskSampler:
     single-token variant's [MASK] bias the checkpoint ended with; `flag_bias` shifts the flag
     logit (see detect_wrong). A position re-masked `max_remasks` times is no longer eligible:
     without this cap a model that keeps doubting its own fill can flip-flop forever. A flagged
-    token is only replaced by a fill at least `change_margin` times as probable as itself under
+    token is only replaced by a fill more than `change_margin` times as probable as itself under
     the refill distribution (1 = plain argmax): a false alarm then keeps its (often correct)
     token unless the context clearly prefers another. `unmask_per_step` fixes how many masks
     a row fills per step (default: ceil(#masked / steps left)).
