@@ -62,6 +62,13 @@ def transfer_significance(runs: dict[int, dict]) -> list[str]:
     lines.append(f"pooled over {len(runs)} seeds: {b_all} vs {c_all} passages, p = {pooled:.3g}; "
                  f"accuracy difference {statistics.fmean(diffs):+.4f}"
                  + (f" ± {statistics.stdev(diffs):.4f} (std over seeds)" if len(diffs) > 1 else ""))
+    if len(diffs) > 1 and statistics.stdev(diffs) > 0:
+        from scipy.stats import ttest_1samp
+
+        t = ttest_1samp(diffs, 0.0)
+        lines.append(f"seed-level paired t-test of the differences (each seed a replication: its "
+                     f"own pretraining and heads): t = {t.statistic:.2f}, df = {len(diffs) - 1}, "
+                     f"p = {t.pvalue:.3g}")
     return lines
 
 

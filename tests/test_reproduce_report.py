@@ -43,5 +43,7 @@ def test_report_groups_by_piece_and_precision_and_tests_the_transfer_pairs():
     assert "## transfer, float32, 2 seeds (1, 2)" in text
     assert "| pretrained_val_accuracy | 0.6250 ± 0.1768 (n=2) | 1 (0.5000) |" in text
     assert "pooled over 2 seeds: 2 vs 0 passages, p = 0.5" in text  # 2 * (1/2)^2
+    # differences 0 and 0.25: t = mean / (std / sqrt 2) = 1 with 1 df (Cauchy): P(|T| > 1) = 1/2
+    assert "t = 1.00, df = 1, p = 0.5" in text
     assert "- 2026-11-25: cpu X, torch 2.13; commit abc1234" in text
     assert "_correct |" not in text
