@@ -14,7 +14,7 @@ token for both models.
 
     .venv/bin/python benchmarks/data_constrained.py                    # ~1 hour on 2 CPU cores
     .venv/bin/python benchmarks/data_constrained.py --max-epochs 2 --curve-windows 8 \\
-        --final-windows 16 --points 8 --out /tmp/dc             # a smoke run, seconds
+        --final-windows 16 --points 8 --out /tmp/dc --workdir /tmp/dc  # a smoke run
 
 Writes OUT/data_constrained.json, OUT/data_constrained.md and OUT/data_constrained.png.
 """
@@ -177,24 +177,27 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--models", default="ar,diffusion")
-    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--out", default="benchmarks/results", help="JSON, Markdown, PNG")
+    parser.add_argument("--workdir", default="out/data_constrained",
+                        help="the 100k-character dataset and the runs")
     args = parser.parse_args()
     header("data-constrained sweep: AR vs masked diffusion on 100,000 characters")
-    out = Path(args.out)
+    out, work = Path(args.out), Path(args.workdir)
+    out.mkdir(parents=True, exist_ok=True)
     full = resolve_dataset("tinyshakespeare")
-    data = slice_dataset(full, out / "data_constrained_slice", SLICE_CHARS)
+    data = slice_dataset(full, work / "slice", SLICE_CHARS)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
               "command": "benchmarks/data_constrained.py " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
               "slice_chars": SLICE_CHARS, "val_chars": len(full.val)}
     for kind in args.models.split(","):
-        report[kind] = sweep(kind, data, args, out / "data_constrained_runs")
+        report[kind] = sweep(kind, data, args, work / "runs")
     (out / "data_constrained.json").write_text(json.dumps(report, indent=1))
     if {"ar", "diffusion"} <= report.keys():
         (out / "data_constrained.md").write_text(markdown(report))
         plot(report, out / "data_constrained.png")
         print(markdown(report))
-    shutil.rmtree(out / "data_constrained_runs", ignore_errors=True)
+    shutil.rmtree(work / "runs", ignore_errors=True)
 
 
 if __name__ == "__main__":
