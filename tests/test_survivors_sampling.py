@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tests.test_remask_reference import MASK, VEXT, WRONG, V, _model
 from unmask.config.schema import ModelConfig
 from unmask.errors import UserError
 from unmask.model.transformer import Transformer
@@ -34,14 +35,6 @@ from unmask.sampling.unmasking import (
     reveal_above_threshold,
     reveal_most_confident,
 )
-
-V, MASK, WRONG, VEXT = 20, 20, 21, 27
-
-
-def _model(seed: int) -> Transformer:
-    torch.manual_seed(seed)
-    return Transformer(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32,
-                                   vocab_size=VEXT)).eval()
 
 
 def _no_mask_left_in_done_rows(events, mask_id=MASK):
