@@ -144,15 +144,20 @@ def _gumbel_reference(logits, temperature, top_k, top_p, seed):
     return (filtered.double() - torch.log(-torch.log(u))).argmax(-1)
 
 
-def test_remask_gumbel64_draws_by_float64_gumbel_max():
-    model = _model(7)
-    request = SampleRequest(length=10, mask_id=MASK, vocab_size=V, num_samples=3, steps=1,
-                            temperature=1.3, top_k=8, gumbel64=True)
+@pytest.mark.parametrize("make_sampler, model_seed, length, temperature, top_k, top_p, seed", [
+    (lambda: RemaskSampler(WRONG), 7, 10, 1.3, 8, 1.0, 9),
+    (lambda: RemdmSampler("cap"), 10, 8, 0.7, 0, 0.9, 2),
+], ids=["remask", "remdm"])
+def test_gumbel64_draws_by_float64_gumbel_max(make_sampler, model_seed, length, temperature,
+                                              top_k, top_p, seed):
+    model = _model(model_seed)
+    request = SampleRequest(length=length, mask_id=MASK, vocab_size=V, num_samples=3, steps=1,
+                            temperature=temperature, top_k=top_k, top_p=top_p, gumbel64=True)
     x, _ = request.initial_state("cpu")
     with torch.no_grad():
         logits = model(x)[..., :V]
-    got = list(RemaskSampler(WRONG).generate(model, request, torch.Generator().manual_seed(9)))
-    want = _gumbel_reference(logits, 1.3, 8, 1.0, 9)
+    got = list(make_sampler().generate(model, request, torch.Generator().manual_seed(seed)))
+    want = _gumbel_reference(logits, temperature, top_k, top_p, seed)
     assert torch.equal(got[-1].tokens, want)
 
 
@@ -290,15 +295,6 @@ def test_remdm_top_k_one_is_greedy_at_any_temperature():
     assert torch.equal(got, want[-1].tokens)
 
 
-def test_remdm_gumbel64_draws_by_float64_gumbel_max():
-    model = _model(10)
-    request = SampleRequest(length=8, mask_id=MASK, vocab_size=V, num_samples=3, steps=1,
-                            temperature=0.7, top_p=0.9, gumbel64=True)
-    x, _ = request.initial_state("cpu")
-    with torch.no_grad():
-        logits = model(x)[..., :V]
-    got = list(RemdmSampler("cap").generate(model, request, torch.Generator().manual_seed(2)))
-    assert torch.equal(got[-1].tokens, _gumbel_reference(logits, 0.7, 0, 0.9, 2))
 
 
 # --- draw: device_generator, filter_logits, sample_tokens, gumbel_argmax64 -----------------
