@@ -1,14 +1,16 @@
 """Does the start-up precision probe pick the faster CPU precision? (issue "Performance and
 scale", item 0)
 
-Prints the probe's own figures and decision (`unmask.runtime.precision`, measured afresh, cache
-untouched), then times the real `cpu-demo` training step (`Trainer.train_step`: MDLM masking,
-forward, backward, clipping, AdamW on Tiny Shakespeare) in float32 and under bf16 autocast,
-steps interleaved, and says whether the probe's choice is the faster one. Also: the
-probe at 1 thread vs all threads, what the rule decides on the emulated-bf16 Xeon figures of
+Prints the probe's own figures and decision for the preset's own block (`unmask.runtime.
+precision`, `ProbeShape` of the model and batch, measured afresh, cache untouched), then times
+the preset's real training step (`Trainer.train_step`: masking or next-token targets, forward,
+backward, clipping, AdamW on Tiny Shakespeare) in float32 and under bf16 autocast, steps
+interleaved, and says whether the probe's choice is the faster one. Also: the probe at 1
+thread vs all threads, what the rule decides on the emulated-bf16 Xeon figures of
 MEASUREMENTS.md, and with --compile the same step under torch.compile (slow to compile).
 
-    .venv/bin/python benchmarks/cpu_precision.py [--steps 5] [--warmup 2] [--compile]
+    .venv/bin/python benchmarks/cpu_precision.py [--preset cpu-demo] [--steps 5] [--warmup 2]
+    .venv/bin/python benchmarks/cpu_precision.py --preset nanogpt-cpu-lm --steps 30
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from common import header
 from unmask.config.presets import resolve_config
 from unmask.data.dataset import Dataset
 from unmask.data.prepare import prepare
+from unmask.model.sizing import probe_shape
 from unmask.runtime import precision
 from unmask.train.trainer import Trainer
 
@@ -51,48 +54,59 @@ def time_steps(trainers: dict[str, Trainer], steps: int, warmup: int) -> dict[st
     return times
 
 
+def build_trainers(preset: str, compile_too: bool, tmp: Path) -> dict[str, Trainer]:
+    """The preset's trainer in float32 and bf16 (and compiled), on Tiny Shakespeare."""
+    variants = {"float32": {"train.dtype": "float32"}, "bfloat16": {"train.dtype": "bfloat16"}}
+    if compile_too:
+        variants |= {f"{k} compiled": {**v, "train.compile": "true"} for k, v in variants.items()}
+    data = prepare("tinyshakespeare", tmp / "ts")
+    trainers = {}
+    for name, extra in variants.items():
+        cfg = resolve_config(preset, {"data": str(data), "train.progress": False,
+                                      "train.compile": "false", **extra})
+        trainers[name] = Trainer(cfg, Dataset.load(data), tmp / name, log=lambda *_: None)
+        trainers[name].model.train()
+    return trainers
+
+
+def report_probe(shape: precision.ProbeShape) -> str:
+    """Runs the probe of `shape` afresh, prints its figures; the precision it picks."""
+    started = time.perf_counter()
+    probe = precision.time_probe(**shape.probe_args())
+    probe_s = time.perf_counter() - started
+    picked = precision.decide(probe.fp32_ms, probe.bf16_ms)
+    print(f"\nprobe of {shape.label()} ({probe_s:.2f} s): float32 {probe.fp32_ms:.1f} ms, "
+          f"bf16 {probe.bf16_ms:.1f} ms (bf16 speed-up {probe.fp32_ms / probe.bf16_ms:.2f}x, "
+          f"margin {precision.BF16_MARGIN:.0%}; repeat spread {probe.spread:.0%}, "
+          f"{'steady' if probe.steady else 'UNSTEADY: would not be cached'}) -> {picked}")
+    threads = torch.get_num_threads()
+    if threads > 1:
+        per_thread = precision.time_threads([1, threads], **shape.probe_args())
+        print("probe by threads (float32 / bf16): " + ", ".join(
+            f"{n}: {t.fp32_ms:.1f} / {t.bf16_ms:.1f} ms" for n, t in per_thread.items()))
+    return picked
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="cpu-demo", help="the training recipe to time")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     args = parser.parse_args()
-    header("CPU precision: the start-up probe vs the real cpu-demo training step")
+    header(f"CPU precision: the start-up probe vs the real {args.preset} training step")
     print(f"cpu bf16 flags: {cpu_bf16_flags()}; oneDNN claims bf16: "
           f"{precision.onednn_bf16_supported()}")
     print(f"machine key: {precision.machine_key()}")
-
-    started = time.perf_counter()
-    probe = precision.time_probe()
-    probe_s = time.perf_counter() - started
-    picked = precision.decide(probe.fp32_ms, probe.bf16_ms)
-    print(f"\nprobe ({probe_s:.2f} s): float32 {probe.fp32_ms:.1f} ms, bf16 {probe.bf16_ms:.1f} ms "
-          f"(bf16 speed-up {probe.fp32_ms / probe.bf16_ms:.2f}x, margin "
-          f"{precision.BF16_MARGIN:.0%}; repeat spread {probe.spread:.0%}, "
-          f"{'steady' if probe.steady else 'UNSTEADY: would not be cached'}) -> {picked}")
-    threads = torch.get_num_threads()
-    if threads > 1:
-        per_thread = precision.time_threads([1, threads])
-        print("probe by threads (float32 / bf16): " + ", ".join(
-            f"{n}: {t.fp32_ms:.1f} / {t.bf16_ms:.1f} ms" for n, t in per_thread.items()))
     xeon = precision.decide(*EMULATED_XEON_MS)
     print(f"rule on the emulated-bf16 Xeon (MEASUREMENTS.md): float32 {EMULATED_XEON_MS[0]:.0f} "
           f"ms, bf16 {EMULATED_XEON_MS[1]:.0f} ms a step -> {xeon}")
-
-    variants = {"float32": {"train.dtype": "float32"}, "bfloat16": {"train.dtype": "bfloat16"}}
-    if args.compile:
-        variants |= {f"{k} compiled": {**v, "train.compile": "true"} for k, v in variants.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        data = prepare("tinyshakespeare", Path(tmp) / "ts")
-        trainers = {}
-        for name, extra in variants.items():
-            cfg = resolve_config("cpu-demo", {"data": str(data), "train.progress": False,
-                                              "train.compile": "false", **extra})
-            trainers[name] = Trainer(cfg, Dataset.load(data), Path(tmp) / name,
-                                     log=lambda *_: None)
-            trainers[name].model.train()
+        trainers = build_trainers(args.preset, args.compile, Path(tmp))
+        cfg = trainers["float32"].cfg
+        picked = report_probe(probe_shape(cfg.model, cfg.train.batch_size))
         tokens = cfg.train.batch_size * cfg.model.block_size * cfg.train.grad_accum
-        print(f"\ncpu-demo train_step ({cfg.model.n_layer}L/{cfg.model.n_embd}, batch "
+        print(f"\n{args.preset} train_step ({cfg.model.n_layer}L/{cfg.model.n_embd}, batch "
               f"{cfg.train.batch_size} x context {cfg.model.block_size} = {tokens} tokens), "
               f"{args.steps} timed steps after {args.warmup} warm-up, interleaved:")
         times = time_steps(trainers, args.steps, args.warmup)

@@ -32,8 +32,9 @@ def probe(monkeypatch):
         timings = (100.0, 70.0)  # (float32 ms, bf16 ms)
         spread = 0.01
 
-        def __call__(self, **_):
+        def __call__(self, **shape):
             self.calls += 1
+            self.shape = shape
             return precision.ProbeTimes(*self.timings, self.spread)
 
     fake = Fake()
@@ -76,7 +77,48 @@ def test_another_machine_key_measures_again_and_keeps_both(probe, monkeypatch):
     probe.timings = (100.0, 300.0)
     b = cpu_precision()
     assert probe.calls == 2 and b.source == "measured" and b.dtype == "float32"
-    assert set(precision.read_cache()) == {a.key, "another cpu | 2 threads"}
+    assert b.key == f"another cpu | 2 threads | {precision.DEMO_SHAPE.label()}"
+    assert set(precision.read_cache()) == {a.key, b.key}
+
+
+def test_each_model_shape_is_measured_once_and_cached_apart(probe):
+    """nanoGPT's 128-wide causal step can prefer float32 where the demo's block prefers bf16."""
+    demo = cpu_precision()
+    assert probe.shape == precision.DEMO_SHAPE.probe_args()
+    lm_shape = precision.ProbeShape.of_model(128, 4, 64, 65, 12 * 64, causal=True)
+    probe.timings = (10.0, 16.0)
+    lm = cpu_precision(lm_shape)
+    assert probe.calls == 2 and probe.shape == {"tokens": 768, "width": 128, "n_head": 4,
+                                                "context": 64, "vocab": 65, "causal": True}
+    assert (demo.dtype, lm.dtype) == ("bfloat16", "float32") and demo.key != lm.key
+    assert "(block 128w 4h ctx 64 causal vocab 65 x 768 tokens) float32 10.0 ms" in lm.describe()
+    assert cpu_precision(lm_shape).source == cpu_precision().source == "cached"
+    assert (cpu_precision(lm_shape).dtype, cpu_precision().dtype) == ("float32", "bfloat16")
+    assert probe.calls == 2
+
+
+@pytest.mark.parametrize("width, context, batch_tokens, expected", [
+    (128, 64, 12 * 64, 768),  # nanoGPT's CPU step: all of it (below the cap)
+    (192, 128, 48 * 128, 4096),  # the demo's 6,144 tokens, capped at the demo probe's 4,096
+    (384, 256, 64 * 256, 1024),  # twice as wide: a quarter of the tokens (same work)
+    (768, 1024, 8 * 1024, 1024),  # the cap (256) is less than a row: one whole row
+    (192, 100, 4096, 4000),  # whole rows only
+])
+def test_probe_tokens_follow_the_step_up_to_the_demo_probes_work(width, context, batch_tokens,
+                                                                  expected):
+    shape = precision.ProbeShape.of_model(width, 4, context, 72, batch_tokens)
+    assert shape.tokens == expected and shape.tokens % context == 0
+
+
+def test_trainer_probes_the_models_own_block():
+    from unmask.config.presets import resolve_config
+    from unmask.model.sizing import probe_shape
+
+    cfg = resolve_config("nanogpt-cpu-lm")
+    shape = probe_shape(cfg.model, cfg.train.batch_size)
+    assert shape == precision.ProbeShape(128, 4, 64, 72, 768, causal=True)
+    cfg = resolve_config("cpu-demo")
+    assert probe_shape(cfg.model, cfg.train.batch_size) == precision.DEMO_SHAPE
 
 
 def test_thread_count_is_part_of_the_key():
@@ -162,6 +204,8 @@ def test_real_probe_runs_and_leaves_the_global_rng_alone():
     before = torch.get_rng_state()
     times = precision.time_probe(tokens=64, width=32, n_head=2, context=16, warmup=1, reps=2)
     assert times.fp32_ms > 0 and times.bf16_ms > 0 and times.spread >= 0
+    causal = precision.time_probe(tokens=64, width=32, n_head=2, context=16, causal=True)
+    assert causal.fp32_ms > 0 and causal.bf16_ms > 0
     assert torch.equal(torch.get_rng_state(), before)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from unmask.config.schema import ModelConfig
 from unmask.errors import UserError
+from unmask.runtime.precision import ProbeShape
 
 PEAK_FLOPS_ENV = "UNMASK_PEAK_FLOPS"
 
@@ -322,3 +323,9 @@ def free_memory_bytes(device: torch.device | str) -> int | None:
     except ImportError:
         return None
     return int(psutil.virtual_memory().available)
+
+
+def probe_shape(cfg: ModelConfig, batch_size: int) -> ProbeShape:
+    """The block the CPU precision probe times for this model and batch (runtime.precision)."""
+    return ProbeShape.of_model(cfg.n_embd, cfg.n_head, cfg.block_size, cfg.vocab_size or 72,
+                               batch_size * cfg.block_size, cfg.causal)

@@ -7,7 +7,7 @@ import contextlib
 import torch
 
 from unmask.errors import UserError
-from unmask.runtime.precision import PrecisionChoice, cpu_precision
+from unmask.runtime.precision import DEMO_SHAPE, PrecisionChoice, ProbeShape, cpu_precision
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -25,19 +25,21 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def choose_precision(device: torch.device, dtype: str) -> PrecisionChoice:
+def choose_precision(device: torch.device, dtype: str,
+                     shape: ProbeShape = DEMO_SHAPE) -> PrecisionChoice:
     """The precision for `train.dtype` on `device`, with the reason (and timings when measured).
 
-    `auto`: bf16 on a CUDA GPU that supports it; on CPU the measured probe decides (bf16 only
-    where it is faster, see `runtime.precision`), asked only when oneDNN claims bf16 at all;
-    float32 elsewhere. An explicit dtype never probes.
+    `auto`: bf16 on a CUDA GPU that supports it; on CPU the measured probe of a `shape` block
+    (the model's; default the demo's) decides (bf16 only where it is faster, see
+    `runtime.precision`), asked only when oneDNN claims bf16 at all; float32 elsewhere. An
+    explicit dtype never probes.
     """
     if dtype != "auto":
         return PrecisionChoice(dtype, "explicit")
     if device.type == "cuda":
         return PrecisionChoice("bfloat16" if torch.cuda.is_bf16_supported() else "float32", "cuda")
     if device.type == "cpu":
-        return cpu_precision()
+        return cpu_precision(shape)
     return PrecisionChoice("float32", "default")  # MPS and the rest: float32, as before
 
 

@@ -4,9 +4,12 @@ Whether oneDNN *supports* bf16 says little about speed. On CPUs with native bf16
 AMX: recent Xeons, AMD EPYC) bf16 autocast trains the `cpu-demo` model ~1.3x faster;
 on an AVX-512 Xeon where oneDNN emulates bf16 it was ~3x *slower* (MEASUREMENTS.md), although
 `torch.ops.mkldnn._is_mkldnn_bf16_supported()` said yes on both. So we time it: one transformer
-block of the demo's shapes (width 192, 4 heads, context 128, 4,096 tokens), forward + backward,
-float32 and bf16 interleaved, about half a second once per machine (a few seconds at most on a
-busy one), and keep bf16 only if it saves at least `BF16_MARGIN` of the step time. The figures are cached per machine in
+block of the model's own shapes (`ProbeShape`: width, heads, context, vocabulary, the step's
+tokens up to the demo probe's work), forward + backward, float32 and bf16 interleaved, about
+half a second once per machine and shape (a few seconds at most on a busy one), and keep bf16
+only if it saves at least `BF16_MARGIN` of the step time. The shape matters: on the AMX Xeon
+here bf16 is 1.2x faster for the 192-wide demo block but slower for nanoGPT's 128-wide,
+768-token step (BENCHMARKS.md). The figures are cached per machine and shape in
 `$XDG_CACHE_HOME/unmask/precision.json` (default `~/.cache/unmask/precision.json`).
 
 Order of authority: an explicit `train.dtype` (never probes; see `runtime.device`) >
@@ -32,7 +35,8 @@ from unmask.errors import UserError
 
 BF16_MARGIN = 0.10  # bf16 must save >= 10 % of the step: a near-tie is not worth its rounding
 MAX_SPREAD = 0.25  # trust (and cache) a probe only if each precision's two fastest steps agree
-PROBE_VERSION = 1  # part of the cache key: bump when the workload changes
+PROBE_VERSION = 2  # part of the cache key: bump when the workload changes
+PROBE_TOKENS = 4096  # the demo-shaped probe's tokens; other widths get the same work (flops)
 PRECISION_ENV = "UNMASK_CPU_PRECISION"
 CACHE_ENV = "UNMASK_PRECISION_CACHE"
 
@@ -47,6 +51,7 @@ class PrecisionChoice:
     bf16_ms: float | None = None  # probe step under bf16 autocast
     key: str = ""  # the machine key the figures belong to
     steady: bool = True  # False: the probe's repeats disagreed: float32, not cached
+    shape: str = ""  # the probed block (ProbeShape.label) when measured or cached
 
     @property
     def autocast(self) -> torch.dtype | None:
@@ -56,7 +61,8 @@ class PrecisionChoice:
     def describe(self) -> str:
         text = f"precision {self.dtype} ({self.source}"
         if self.fp32_ms is not None and self.bf16_ms is not None:
-            text += (f": probe step float32 {self.fp32_ms:.1f} ms, bf16 autocast "
+            text += (f": probe step{f' ({self.shape})' if self.shape else ''} float32 "
+                     f"{self.fp32_ms:.1f} ms, bf16 autocast "
                      f"{self.bf16_ms:.1f} ms, bf16 speed-up {self.fp32_ms / self.bf16_ms:.2f}x")
         if not self.steady:
             text += "; unsteady timings (busy machine?): float32 this time, not cached"
@@ -79,6 +85,38 @@ def onednn_bf16_supported() -> bool:
 # ----------------------------------------------------------------------------- the workload
 
 
+@dataclass(frozen=True)
+class ProbeShape:
+    """The transformer block the probe times (the defaults: the `cpu-demo` model's)."""
+
+    width: int = 192
+    n_head: int = 4
+    context: int = 128
+    vocab: int = 72
+    tokens: int = PROBE_TOKENS  # tokens per timed step: whole rows of `context`
+    causal: bool = False
+
+    @classmethod
+    def of_model(cls, width: int, n_head: int, context: int, vocab: int, batch_tokens: int,
+                 causal: bool = False) -> ProbeShape:
+        """A model's block at its step's tokens, capped at the demo probe's work (so a wide
+        model's probe stays about as short), and at least one row."""
+        cap = int(PROBE_TOKENS * (192 / width) ** 2)
+        tokens = max(context, min(batch_tokens, cap) // context * context)
+        return cls(width, n_head, context, vocab, tokens, causal)
+
+    def label(self) -> str:
+        return (f"block {self.width}w {self.n_head}h ctx {self.context}"
+                f"{' causal' if self.causal else ''} vocab {self.vocab} x {self.tokens} tokens")
+
+    def probe_args(self) -> dict:
+        return {"tokens": self.tokens, "width": self.width, "n_head": self.n_head,
+                "context": self.context, "vocab": self.vocab, "causal": self.causal}
+
+
+DEMO_SHAPE = ProbeShape()  # what `unmask info` and a shape-less caller probe
+
+
 def _probe_tensors(tokens: int, width: int, context: int, vocab: int, generator):
     """Weights of one pre-norm block (qkv, proj, SwiGLU 8/3 wide) plus a readout, and inputs."""
     hidden = 64 * -(-8 * width // (3 * 64))
@@ -92,13 +130,14 @@ def _probe_tensors(tokens: int, width: int, context: int, vocab: int, generator)
     return weights, x, y
 
 
-def _probe_step(w: dict, x: torch.Tensor, y: torch.Tensor, bf16: bool, n_head: int) -> None:
+def _probe_step(w: dict, x: torch.Tensor, y: torch.Tensor, bf16: bool, n_head: int,
+                causal: bool = False) -> None:
     """Forward + backward of the block, as `model.transformer` computes it (minus RoPE)."""
     B, T, C = x.shape
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         h = F.rms_norm(x, (C,))
         q, k, v = F.linear(h, w["qkv"]).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
         h = x + F.linear(a.transpose(1, 2).reshape(B, T, C), w["proj"])
         gate, up = F.linear(F.rms_norm(h, (C,)), w["gate_up"]).chunk(2, dim=-1)
         h = h + F.linear(F.silu(gate) * up, w["down"])
@@ -123,14 +162,15 @@ class ProbeTimes:
         return self.spread <= MAX_SPREAD
 
 
-def time_probe(tokens: int = 4096, width: int = 192, n_head: int = 4, context: int = 128,
-               vocab: int = 72, warmup: int = 1, reps: int = 2, max_reps: int = 8,
-               budget_s: float = 2.0) -> ProbeTimes:
+def time_probe(tokens: int = PROBE_TOKENS, width: int = 192, n_head: int = 4, context: int = 128,
+               vocab: int = 72, causal: bool = False, warmup: int = 1, reps: int = 2,
+               max_reps: int = 50, min_s: float = 0.3, budget_s: float = 2.0) -> ProbeTimes:
     """Float32 vs bf16-autocast forward+backward steps, interleaved; the fastest of each.
 
     Interleaving (alternating which goes first) spreads a busy neighbour over both; the
     minimum discards the interruptions of a shared machine. After `reps` timed pairs it stops
-    as soon as the figures are steady, else goes on (up to `max_reps`) until they are or
+    as soon as the figures are steady and `min_s` has passed (a small block's millisecond
+    steps need more pairs than the demo's), else goes on (up to `max_reps`) until they are or
     `budget_s` is spent (then `spread` says unsteady; inf if not even one pair was timed).
     Uses its own generator, so the global RNG (and with it a seeded run's initial weights) is
     the same whether or not the probe ran.
@@ -142,13 +182,14 @@ def time_probe(tokens: int = 4096, width: int = 192, n_head: int = 4, context: i
         for rep in range(warmup + max(reps, max_reps)):
             for bf16 in ((False, True) if rep % 2 == 0 else (True, False)):
                 t0 = time.perf_counter()
-                _probe_step(w, x, y, bf16, n_head)
+                _probe_step(w, x, y, bf16, n_head, causal)
                 times[bf16].append(1000 * (time.perf_counter() - t0))
             timed = {k: v[warmup:] for k, v in times.items()}
             spread = max(map(_spread, timed.values()))
-            if len(timed[False]) >= reps and spread <= MAX_SPREAD:
+            elapsed = time.perf_counter() - started
+            if len(timed[False]) >= reps and spread <= MAX_SPREAD and elapsed >= min_s:
                 break
-            if time.perf_counter() - started > budget_s:  # a busy machine: give up, unsteady
+            if elapsed > budget_s:  # a busy machine: give up, unsteady
                 break
     timed = {k: v[warmup:] or v for k, v in times.items()}
     return ProbeTimes(min(timed[False]), min(timed[True]), spread)
@@ -214,7 +255,7 @@ def cache_path() -> Path:
 
 
 def read_cache() -> dict:
-    """{machine key: {"fp32_ms", "bf16_ms", "date"}}; {} when missing or unreadable."""
+    """{machine key | shape: {"fp32_ms", "bf16_ms", "date"}}; {} when missing or unreadable."""
     try:
         data = json.loads(cache_path().read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -244,8 +285,9 @@ def _use_cache() -> bool:
 # ----------------------------------------------------------------------------- the choice
 
 
-def cpu_precision() -> PrecisionChoice:
-    """bf16 autocast or float32 for CPU training on this machine: env > cache > measurement."""
+def cpu_precision(shape: ProbeShape = DEMO_SHAPE) -> PrecisionChoice:
+    """bf16 autocast or float32 for CPU training of a `shape` block on this machine:
+    env > cache > measurement."""
     forced = os.environ.get(PRECISION_ENV, "").strip().lower()
     if forced in ("float32", "bfloat16"):
         return PrecisionChoice(forced, "env")
@@ -253,17 +295,19 @@ def cpu_precision() -> PrecisionChoice:
         raise UserError(f"{PRECISION_ENV}={forced!r}: use float32, bfloat16 or auto")
     if not onednn_bf16_supported():
         return PrecisionChoice("float32", "unsupported")
-    key, use_cache = machine_key(), _use_cache()
+    key, use_cache = f"{machine_key()} | {shape.label()}", _use_cache()
     hit = read_cache().get(key) if use_cache else None
     if isinstance(hit, dict) and {"fp32_ms", "bf16_ms"} <= hit.keys():
         fp32_ms, bf16_ms = float(hit["fp32_ms"]), float(hit["bf16_ms"])
-        return PrecisionChoice(decide(fp32_ms, bf16_ms), "cached", fp32_ms, bf16_ms, key)
-    probe = time_probe()
+        return PrecisionChoice(decide(fp32_ms, bf16_ms), "cached", fp32_ms, bf16_ms, key,
+                               shape=shape.label())
+    probe = time_probe(**shape.probe_args())
     if not probe.steady:
         # Figures from a busy machine are noise. float32 risks at most bf16's gain (~1.3x),
         # not emulated bf16's loss (~3x); the next start measures again.
-        return PrecisionChoice("float32", "measured", probe.fp32_ms, probe.bf16_ms, key, False)
+        return PrecisionChoice("float32", "measured", probe.fp32_ms, probe.bf16_ms, key, False,
+                               shape.label())
     if use_cache:
         write_cache(key, probe.fp32_ms, probe.bf16_ms)
     return PrecisionChoice(decide(probe.fp32_ms, probe.bf16_ms), "measured", probe.fp32_ms,
-                           probe.bf16_ms, key)
+                           probe.bf16_ms, key, shape=shape.label())

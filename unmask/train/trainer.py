@@ -102,7 +102,8 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = pick_device(local_device(cfg.train.device))
-        precision = broadcast_object(choose_precision(self.device, cfg.train.dtype)
+        shape = sizing.probe_shape(cfg.model, cfg.train.batch_size)  # what a CPU probe times
+        precision = broadcast_object(choose_precision(self.device, cfg.train.dtype, shape)
                                      if is_main() else None)  # every rank uses rank 0's choice
         self.amp = precision.autocast
         self.log(precision.describe())
