@@ -112,6 +112,8 @@ def test_policy_specs_and_steps_grid():
     assert spec.name == "confidence"
     assert spec.options == {"block_length": 16, "temperature": 1.0, "gumbel64": True}
     assert parse_policy("remdm-cap:eta=0.02").options == {"eta": 0.02}
+    assert parse_policy("calibrated:position-decay=0.05:top_p=0.95").options == {
+        "position_decay": 0.05, "top_p": 0.95}
     with pytest.raises(UserError, match="key=value"):
         parse_policy("confidence:steps=4")
     with pytest.raises(UserError, match="not a number"):

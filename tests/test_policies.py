@@ -6,11 +6,18 @@ import pytest
 import torch
 import torch.nn as nn
 
+from unmask.config.io import ConfigError
 from unmask.config.schema import ModelConfig, RunConfig
+from unmask.errors import UserError
 from unmask.model.pretrained import Pretrained
 from unmask.model.transformer import Transformer
 from unmask.sampling.base import SampleRequest, final_state
-from unmask.sampling.registry import SAMPLERS, fitting_samplers, pick_sampler
+from unmask.sampling.registry import (
+    SAMPLERS,
+    checkpoint_request,
+    fitting_samplers,
+    pick_sampler,
+)
 from unmask.sampling.remask import RemaskSampler
 from unmask.sampling.remdm import RemdmSampler, sigma_max
 from unmask.sampling.unmasking import (
@@ -19,8 +26,11 @@ from unmask.sampling.unmasking import (
     UnmaskingSampler,
     block_index,
     block_plan,
+    calibrated_score,
+    reveal_calibrated,
     reveal_entropy,
     reveal_margin,
+    reveal_most_confident,
     reveal_random,
     top_k_per_row,
 )
@@ -177,6 +187,62 @@ def test_margin_and_entropy_orders_by_hand():
     assert reveal_margin(view).tolist() == [[True, False, True, False]]  # gaps .05 .01 .7 0
     # entropies: 0.83, 1.10, 0.64, 0.69 -> the two lowest are positions 2 and 3
     assert reveal_entropy(view).tolist() == [[False, False, True, True]]
+
+
+def _calibrated_by_hand(probs, tokens, decay):
+    """PC-Sampler's score with the row-mean background, one position at a time in float64."""
+    probs = probs.double()
+    rows = []
+    for b in range(probs.size(0)):
+        background = probs[b].mean(0)  # every position is masked here
+        rows.append([probs[b, i, tokens[b, i]].item()
+                     * -math.log(max(background[tokens[b, i]].item(), 1e-4))
+                     * math.exp(-decay * i) for i in range(probs.size(1))])
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("decay, first", [(0.0, 2), (1.0, 0)])
+def test_calibrated_order_by_hand(decay, first):
+    # token 0 is likely everywhere (a space, "the"): confidence puts position 0 first, the
+    # calibrated order the position whose token is specific to it, until the left is preferred
+    probs = torch.tensor([[[0.70, 0.20, 0.10], [0.70, 0.10, 0.20], [0.30, 0.05, 0.65]]])
+    tokens = torch.tensor([[0, 0, 2]])
+    masked = torch.ones(1, 3, dtype=torch.bool)
+    request = SampleRequest(length=3, mask_id=MASK, vocab_size=3, position_decay=decay)
+    view = StepView(probs.log(), probs.gather(-1, tokens[..., None])[..., 0], masked, 0, 3,
+                    torch.Generator(), request, tokens)
+    expected = _calibrated_by_hand(probs, tokens, decay)
+    assert torch.allclose(calibrated_score(view, tokens).double(), expected, rtol=1e-5)
+    assert reveal_calibrated(view)[0].nonzero().flatten().tolist() == [first]
+    assert reveal_most_confident(view)[0, 0]  # plain confidence: position 0 (a tie with 1)
+
+
+def test_calibrated_background_and_positions_count_revealable_positions_only():
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(2, 6, 5, generator=g).softmax(-1)
+    tokens = torch.randint(0, 5, (2, 6), generator=g)
+    masked = torch.tensor([[False, True, True, False, True, True]] * 2)
+    request = SampleRequest(length=6, mask_id=MASK, vocab_size=5, position_decay=0.3)
+    view = StepView(probs.log(), probs.gather(-1, tokens[..., None])[..., 0], masked, 0, 4,
+                    torch.Generator(), request, tokens)
+    keep = masked[0].nonzero().flatten()
+    expected = _calibrated_by_hand(probs[:, keep], tokens[:, keep], 0.3)
+    assert torch.allclose(calibrated_score(view, tokens)[:, keep].double(), expected, rtol=1e-5)
+
+
+def test_negative_position_decay_is_a_user_error():
+    with pytest.raises(UserError, match="position-decay"):
+        SampleRequest(length=4, mask_id=MASK, vocab_size=3, position_decay=-0.1)
+    with pytest.raises(ConfigError, match="sample.position_decay"):
+        RunConfig.from_dict({"sample": {"position_decay": -1.0}})
+
+
+def test_checkpoint_sample_settings_carry_the_position_decay():
+    config = RunConfig.from_dict({"sample": {"policy": "calibrated", "position_decay": 0.07}})
+    pre = Pretrained(_model(), TOKENIZER, config, {}, "ckpt")
+    sampler = pick_sampler(None, pre)
+    assert checkpoint_request(pre, sampler, []).position_decay == 0.07
+    assert checkpoint_request(pre, sampler, [], position_decay=0.2).position_decay == 0.2
 
 
 def test_threshold_reveals_everything_sure_and_at_least_the_budget():

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", help="dataset dir for the reference text (default: the model's)")
     p.add_argument("--policies", nargs="+", metavar="POLICY",
                    help="samplers to compare, each NAME or NAME:key=value:... with keys "
-                        "temperature, top_k, top_p, block_length, threshold, eta, gumbel64 "
+                        "temperature, top_k, top_p, block_length, threshold, eta, gumbel64, "
+                        "position_decay "
                         "(e.g. confidence:block_length=16 threshold:threshold=0.8); default: "
                         "every sampler that fits the checkpoint")
     p.add_argument("--steps", type=int, nargs="+", help="step budgets (default 8 16 ... 1024, "

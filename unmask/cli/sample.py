@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser(NAME, help="generate text from a checkpoint, streamed step by step")
     p.add_argument("checkpoint", help="checkpoint dir or run dir (best, else latest)")
     p.add_argument("--policy", help="sampler: confidence, margin, entropy or random "
-                                    "(unmasking order), threshold (parallel decoding), "
+                                    "(unmasking order), calibrated (PC-Sampler order), "
+                                    "threshold (parallel decoding), "
                                     "remdm-cap|rescale|conf|loop (ReMDM remasking), causal "
                                     "(a language_model checkpoint), remask (a self_correction "
                                     "checkpoint: also re-mask tokens it flags); default: the "
@@ -40,6 +41,9 @@ def add_parser(sub) -> None:
                         "each step (default 0.9)")
     p.add_argument("--eta", type=float,
                    help="remdm-* policies: remasking strength (default: the schedule's)")
+    p.add_argument("--position-decay", type=float,
+                   help="calibrated policy: prefer the left by exp(-DECAY x position) "
+                        "(default 0)")
     p.add_argument("--infill", metavar="TEXT",
                    help="fill the holes of TEXT, e.g. \"To be, or [MASK:40] the question\" "
                         "([MASK:n]: n characters; \\[ for a literal '[')")
@@ -68,7 +72,8 @@ def run(args, extra: list[str]) -> int:
     settings = dict(length=args.length or None, num_samples=args.num_samples or None,
                     steps=args.steps or None, temperature=args.temperature, top_k=args.top_k,
                     top_p=args.top_p, block_length=args.block_length, gumbel64=args.gumbel64,
-                    threshold=args.threshold, eta=args.eta)
+                    threshold=args.threshold, eta=args.eta,
+                    position_decay=args.position_decay)
     if args.prompts:
         return _batch(args, pre, settings)
     sampler = pick_sampler(args.policy, pre)

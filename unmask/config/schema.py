@@ -148,6 +148,7 @@ class SampleConfig:
     top_k: int = 0
     top_p: float = 1.0
     block_length: int = 0  # > 0: fill left to right in blocks of this many tokens (LLaDA)
+    position_decay: float = 0.0  # `calibrated` policy: prefer the left by exp(-decay x position)
     num_samples: int = 4
     seed: int = 0
 
@@ -158,6 +159,8 @@ class SampleConfig:
             raise ConfigError("sample.temperature must be >= 0 (0 = greedy)")
         if not 0.0 < self.top_p <= 1.0:
             raise ConfigError("sample.top_p must be in (0, 1]")
+        if self.position_decay < 0:
+            raise ConfigError("sample.position_decay must be >= 0 (0: no preference for the left)")
 
 
 REMASK_TARGETS = ("wrong", "mask")

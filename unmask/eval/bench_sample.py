@@ -33,7 +33,8 @@ DEFAULT_STEPS = (8, 16, 32, 64, 128, 256, 512, 1024)
 DEFAULT_BATCH_SIZES = (1, 32)
 QUICK = {"steps": (2, 4), "batch_sizes": (1, 2), "length": 16}
 _FIELDS = {f.name: f.type for f in dataclasses.fields(SampleRequest)}
-OPTIONS = ("temperature", "top_k", "top_p", "block_length", "threshold", "eta", "gumbel64")
+OPTIONS = ("temperature", "top_k", "top_p", "block_length", "threshold", "eta", "gumbel64",
+           "position_decay")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class SampleRequest:
     gumbel64: bool = False  # draw by float64 Gumbel-max instead of multinomial (ReMDM)
     threshold: float = 0.9  # `threshold` policy: reveal every mask this confident (Fast-dLLM)
     eta: float | None = None  # ReMDM remasking strength (None: the schedule's paper default)
+    position_decay: float = 0.0  # `calibrated` policy: score x exp(-decay x position) (PC-Sampler)
     # Infill: the whole row, [MASK] (mask_id) where to generate, real tokens kept as they are.
     # Then prompt_ids is empty and length is the number of masks (see sampling/infill.py).
     template_ids: tuple[int, ...] = ()
@@ -53,6 +54,8 @@ class SampleRequest:
             raise UserError("the prompt must hold real tokens only, not [MASK] or specials")
         if not 0.0 <= self.threshold <= 1.0 or (self.eta is not None and self.eta < 0):
             raise UserError("need --threshold in [0, 1] and --eta >= 0")
+        if self.position_decay < 0:
+            raise UserError("--position-decay must be >= 0 (0: no preference for the left)")
         object.__setattr__(self, "template_ids", tuple(int(i) for i in self.template_ids))
         if self.template_ids:
             if self.prompt_ids:

@@ -20,6 +20,7 @@ from unmask.sampling.remdm import RemdmSampler
 from unmask.sampling.unmasking import (
     UnmaskingSampler,
     reveal_above_threshold,
+    reveal_calibrated,
     reveal_entropy,
     reveal_margin,
     reveal_most_confident,
@@ -80,6 +81,10 @@ SAMPLERS: dict[str, SamplerEntry] = {
         "reveal every position at least --threshold confident each step, at least one "
         "(Fast-dLLM parallel decoding)",
         ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_above_threshold)),
+    "calibrated": SamplerEntry(
+        "reveal by confidence x the token's surprisal under the row's mean prediction, "
+        "weighted exp(-position_decay x position) (PC-Sampler; --position-decay)",
+        ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_calibrated)),
     **{f"remdm-{schedule}": SamplerEntry(
         f"MDLM ancestral order, revealed tokens re-masked with probability sigma_t "
         f"(ReMDM, {schedule} schedule; --eta)",
@@ -141,7 +146,8 @@ def checkpoint_request(pre: Pretrained, sampler: Sampler, prompt_ids: list[int],
     longest = sampler.max_length(pre.config.model.block_size, n_fixed)
     settings = {"length": s.length if longest is None else min(s.length, longest),
                 "num_samples": s.num_samples, "steps": s.steps, "temperature": s.temperature,
-                "top_k": s.top_k, "top_p": s.top_p, "block_length": s.block_length}
+                "top_k": s.top_k, "top_p": s.top_p, "block_length": s.block_length,
+                "position_decay": s.position_decay}
     settings.update(given)
     return SampleRequest(mask_id=tok.mask_id, vocab_size=tok.vocab_size,
                          prompt_ids=tuple(prompt_ids), **settings)

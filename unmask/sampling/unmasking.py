@@ -12,7 +12,11 @@ Policies (each batched over rows: no per-row Python loop):
 - `random`: MDLM's ancestral order: from t to s < t each mask is revealed w.p. (t - s) / t;
 - `threshold`: every mask whose drawn token has probability >= `request.threshold`, and at
   least the k of `confidence` (Fast-dLLM's parallel decoding; with steps = length, k = 1).
-  It usually finishes well before the step budget: the budget is a ceiling, not a target.
+  It usually finishes well before the step budget: the budget is a ceiling, not a target;
+- `calibrated`: PC-Sampler's order (Huang et al. 2025): confidence times the drawn token's
+  surprisal under a background distribution, times exp(-`position_decay` x position), so
+  tokens predicted everywhere (a space, "the") are not placed first. The background here is
+  the model's own mean prediction over the row's masked positions (no corpus counts needed).
 
 MDLM's cache: a forward pass reads only the current tokens, so after a step that changed
 nothing (frequent for `random` with many steps) the previous logits are reused instead of
@@ -51,6 +55,7 @@ class StepView:
     steps: int  # the block's step budget; at step == steps - 1 every mask must be revealed
     generator: torch.Generator
     request: SampleRequest
+    tokens: torch.Tensor | None = None  # (B, L) the drawn tokens (the `calibrated` order reads them)
 
     @cached_property
     def probs(self) -> torch.Tensor:
@@ -104,6 +109,27 @@ def reveal_above_threshold(v: StepView) -> torch.Tensor:
     return sure | reveal_most_confident(v)
 
 
+SURPRISAL_FLOOR = 1e-4  # background probabilities are clipped here (PC-Sampler's epsilon)
+
+
+def calibrated_score(v: StepView, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, L) PC-Sampler's score of drawing `tokens`: p(token here) x -log p_background(token)
+    x exp(-position_decay x generated position). The background is the mean of `v.probs` over
+    the row's revealable positions: a token the model expects everywhere is uninformative."""
+    probs, masked = v.probs, v.masked
+    weights = masked.float() / masked.sum(-1, keepdim=True).clamp(min=1)
+    background = torch.einsum("bl,blv->bv", weights, probs)  # (B, V)
+    drawn = background.gather(-1, tokens)  # (B, L) background probability of each drawn token
+    surprisal = -drawn.clamp(min=SURPRISAL_FLOOR).log()
+    position = masked.long().cumsum(-1) - 1  # 0 for the leftmost revealable position
+    return v.confidence * surprisal * torch.exp(-v.request.position_decay * position.float())
+
+
+def reveal_calibrated(v: StepView) -> torch.Tensor:
+    """PC-Sampler: the highest calibrated, position-weighted confidences first."""
+    return top_k_per_row(calibrated_score(v, v.tokens), v.masked, v.budget())
+
+
 Policy = Callable[[StepView], torch.Tensor]
 
 POLICIES: dict[str, Policy] = {
@@ -112,6 +138,7 @@ POLICIES: dict[str, Policy] = {
     "margin": reveal_margin,
     "entropy": reveal_entropy,
     "threshold": reveal_above_threshold,
+    "calibrated": reveal_calibrated,
 }
 
 
@@ -195,7 +222,7 @@ class UnmaskingSampler(WholeSequenceSampler):
                 tokens, confidence = sample_tokens(logits, r.temperature, r.top_k, r.top_p,
                                                    generator, r.gumbel64)
                 reveal = self.policy(StepView(logits, confidence, masked, step, block_steps,
-                                              generator, r))
+                                              generator, r, tokens))
                 x = torch.where(reveal, tokens, x)
                 forward.changed(reveal)
                 done += 1
