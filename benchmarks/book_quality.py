@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/book_quality.py frankenstein --preset debug
     .venv/bin/python benchmarks/book_quality.py frankenstein --run out/book/frankenstein-debug
+    .venv/bin/python benchmarks/book_quality.py --run RUN --sampler random:top_p=0.8
 
 Trains (unless --run names a finished run), timing the whole command, then draws
 --samples texts with the checkpoint's own sampler settings and reports:
@@ -20,6 +21,7 @@ Trains (unless --run names a finished run), timing the whole command, then draws
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import header  # noqa: E402
 from unmask.data.dataset import Dataset  # noqa: E402
+from unmask.eval.bench_sample import parse_policy  # noqa: E402
 from unmask.model.pretrained import load_pretrained  # noqa: E402
 from unmask.sampling.registry import sample_texts  # noqa: E402
 from unmask.text.tokenizers.base import SPECIALS  # noqa: E402
@@ -60,8 +63,12 @@ def matched_entropy(book_words: list[str], sizes: list[int], draws: int = 20) ->
     return sum(values) / len(values)
 
 
-def measure(run: str, n_samples: int, seed: int) -> dict:
+def measure(run: str, n_samples: int, seed: int, sampler: str | None = None) -> dict:
     pre = load_pretrained(run, "cpu")
+    if sampler:  # another policy / settings than the checkpoint's, e.g. random:top_p=0.8
+        spec = parse_policy(sampler)
+        pre.config.sample = dataclasses.replace(pre.config.sample, policy=spec.name,
+                                                **spec.options)
     data = Dataset.load(pre.meta["dataset_dir"])
     tok = data.tokenizer
     book = tok.decode(data.train.tolist() + data.val.tolist())
@@ -81,7 +88,8 @@ def measure(run: str, n_samples: int, seed: int) -> dict:
     return {
         "run": run, "checkpoint": pre.path, "samples": len(texts), "words": len(words),
         "sampler": {"policy": s.policy, "steps": s.steps, "length": s.length,
-                    "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p},
+                    "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
+                    "position_decay": s.position_decay},
         "sample_seconds": round(sample_seconds, 1),
         "word_validity": round(sum(w in known for w in words) / max(1, len(words)), 4),
         "word_validity_train_split": round(sum(w in train_words for w in words)
@@ -105,6 +113,8 @@ def main() -> int:
     p.add_argument("--run", help="measure this finished run instead of training one")
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", metavar="SPEC", help="sample with NAME[:key=value...] (as "
+                   "bench-sample's --policies) instead of the checkpoint's settings")
     p.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     header(f"unmask book {args.book}: sample quality")
@@ -119,7 +129,7 @@ def main() -> int:
         start = time.perf_counter()
         subprocess.run(cmd, check=True)
         result["train_command_seconds"] = round(time.perf_counter() - start, 1)
-    result.update(measure(run, args.samples, args.seed))
+    result.update(measure(run, args.samples, args.seed, args.sampler))
     ratio = result["word_entropy_ratio"]
     result["targets_met"] = {
         "word_validity>=0.85": result["word_validity"] >= 0.85,

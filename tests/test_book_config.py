@@ -115,7 +115,7 @@ def test_run_config_carries_the_book_settings():
     cfg = BOOK_PRESETS["debug"]()
     run = to_run_config(cfg, max_iters=123, data="somewhere")
     assert run.train.objective == "book_curriculum" and run.train.max_iters == 123
-    assert (run.model.n_layer, run.model.n_embd, run.model.block_size) == (4, 192, 128)
+    assert (run.model.n_layer, run.model.n_embd, run.model.block_size) == (2, 128, 128)
     assert run.sample.steps == cfg.generation.steps and run.data == "somewhere"
     cfg = apply_book_overrides(cfg, {"generation.length": "0"})
     assert to_run_config(cfg, 1).sample.length == cfg.data.sequence_length
