@@ -212,7 +212,7 @@ def test_calibrated_order_by_hand(decay, first):
     view = StepView(probs.log(), probs.gather(-1, tokens[..., None])[..., 0], masked, 0, 3,
                     torch.Generator(), request, tokens)
     expected = _calibrated_by_hand(probs, tokens, decay)
-    assert torch.allclose(calibrated_score(view, tokens).double(), expected, rtol=1e-5)
+    assert torch.allclose(calibrated_score(view).double(), expected, rtol=1e-5)
     assert reveal_calibrated(view)[0].nonzero().flatten().tolist() == [first]
     assert reveal_most_confident(view)[0, 0]  # plain confidence: position 0 (a tie with 1)
 
@@ -227,7 +227,7 @@ def test_calibrated_background_and_positions_count_revealable_positions_only():
                     torch.Generator(), request, tokens)
     keep = masked[0].nonzero().flatten()
     expected = _calibrated_by_hand(probs[:, keep], tokens[:, keep], 0.3)
-    assert torch.allclose(calibrated_score(view, tokens)[:, keep].double(), expected, rtol=1e-5)
+    assert torch.allclose(calibrated_score(view)[:, keep].double(), expected, rtol=1e-5)
 
 
 def test_negative_position_decay_is_a_user_error():

@@ -261,7 +261,7 @@ def preset_debug() -> BookConfig:
     the book's token frequencies whatever the context) and only then learns to read context:
     on Frankenstein a 4 x 192 model had not left it after 900 steps (2.57 bits/byte, the
     unigram level), a 2 x 128 one leaves it near step 650 and, three times cheaper a step,
-    reaches 2.20 bits/byte in 1,500 steps (BENCHMARKS.md). Departures from seed 004: stage III
+    reaches 2.2-2.3 bits/byte in 1,500 steps (BENCHMARKS.md). Departures from seed 004: stage III
     masks 5-100 % (not 5-20 %), because generation starts from an all-[MASK] row, which a
     model last trained at 5-20 % masking has never seen; stage III keeps the full learning
     rate (factor 1.0, not 0.5), which leaves the plateau sooner; and samples are drawn in

@@ -8,7 +8,7 @@ block of the model's own shapes (`ProbeShape`: width, heads, context, vocabulary
 tokens up to the demo probe's work), forward + backward, float32 and bf16 interleaved, about
 half a second once per machine and shape (a few seconds at most on a busy one), and keep bf16
 only if it saves at least `BF16_MARGIN` of the step time. The shape matters: on the AMX Xeon
-here bf16 is 1.2x faster for the 192-wide demo block but slower for nanoGPT's 128-wide,
+here bf16 is ~1.4x faster for the 192-wide demo block but slower for nanoGPT's 128-wide,
 768-token step (BENCHMARKS.md). The figures are cached per machine and shape in
 `$XDG_CACHE_HOME/unmask/precision.json` (default `~/.cache/unmask/precision.json`).
 
@@ -19,6 +19,7 @@ Order of authority: an explicit `train.dtype` (never probes; see `runtime.device
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -110,8 +111,8 @@ class ProbeShape:
                 f"{' causal' if self.causal else ''} vocab {self.vocab} x {self.tokens} tokens")
 
     def probe_args(self) -> dict:
-        return {"tokens": self.tokens, "width": self.width, "n_head": self.n_head,
-                "context": self.context, "vocab": self.vocab, "causal": self.causal}
+        """`time_probe`'s keyword arguments."""
+        return dataclasses.asdict(self)
 
 
 DEMO_SHAPE = ProbeShape()  # what `unmask info` and a shape-less caller probe

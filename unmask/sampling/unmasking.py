@@ -55,7 +55,7 @@ class StepView:
     steps: int  # the block's step budget; at step == steps - 1 every mask must be revealed
     generator: torch.Generator
     request: SampleRequest
-    tokens: torch.Tensor | None = None  # (B, L) the drawn tokens (the `calibrated` order reads them)
+    tokens: torch.Tensor | None = None  # (B, L) drawn tokens (the `calibrated` order reads them)
 
     @cached_property
     def probs(self) -> torch.Tensor:
@@ -112,14 +112,15 @@ def reveal_above_threshold(v: StepView) -> torch.Tensor:
 SURPRISAL_FLOOR = 1e-4  # background probabilities are clipped here (PC-Sampler's epsilon)
 
 
-def calibrated_score(v: StepView, tokens: torch.Tensor) -> torch.Tensor:
-    """(B, L) PC-Sampler's score of drawing `tokens`: p(token here) x -log p_background(token)
-    x exp(-position_decay x generated position). The background is the mean of `v.probs` over
-    the row's revealable positions: a token the model expects everywhere is uninformative."""
+def calibrated_score(v: StepView) -> torch.Tensor:
+    """(B, L) PC-Sampler's score of the drawn `v.tokens`: p(token here) x -log
+    p_background(token) x exp(-position_decay x generated position). The background is the
+    mean of `v.probs` over the row's revealable positions: a token the model expects
+    everywhere is uninformative."""
     probs, masked = v.probs, v.masked
     weights = masked.float() / masked.sum(-1, keepdim=True).clamp(min=1)
     background = torch.einsum("bl,blv->bv", weights, probs)  # (B, V)
-    drawn = background.gather(-1, tokens)  # (B, L) background probability of each drawn token
+    drawn = background.gather(-1, v.tokens)  # (B, L) background probability of each token
     surprisal = -drawn.clamp(min=SURPRISAL_FLOOR).log()
     position = masked.long().cumsum(-1) - 1  # 0 for the leftmost revealable position
     return v.confidence * surprisal * torch.exp(-v.request.position_decay * position.float())
@@ -127,7 +128,7 @@ def calibrated_score(v: StepView, tokens: torch.Tensor) -> torch.Tensor:
 
 def reveal_calibrated(v: StepView) -> torch.Tensor:
     """PC-Sampler: the highest calibrated, position-weighted confidences first."""
-    return top_k_per_row(calibrated_score(v, v.tokens), v.masked, v.budget())
+    return top_k_per_row(calibrated_score(v), v.masked, v.budget())
 
 
 Policy = Callable[[StepView], torch.Tensor]
