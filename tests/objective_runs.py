@@ -25,6 +25,12 @@ COMMON = {"model.n_layer": 1, "model.n_head": 2, "model.n_embd": 16, "model.bloc
 # break a per-row loss sum (mask-ratio weights, entropy penalty, swap-fill term, ...).
 CASES = {
     "mdlm": ("shakespeare", {"train.objective": "mdlm"}),
+    # Every recipe lever that keeps state or changes the loss (issue 15), switched on at once.
+    "mdlm_levers": ("shakespeare", {"train.objective": "mdlm", "optim.name": "muon",
+                                    "model.qk_norm": True, "model.zero_init_proj": True,
+                                    "train.noise_schedule": "cosine",
+                                    "train.loss_weighting": "masked_ce",
+                                    "train.ema_decay": 0.9}),
     "causal_lm": ("shakespeare", {"train.objective": "causal_lm",
                                   "model.mode": "language_model"}),
     "sequence_classification": ("authors", {"train.objective": "sequence_classification",

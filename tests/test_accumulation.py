@@ -78,7 +78,8 @@ def test_accumulated_micro_batches_give_the_big_batch_gradient(name, objective_d
     make_batch = objective.make_batch
     objective.make_batch = lambda item, step: drawn.append(make_batch(item, step)) or drawn[-1]
     seen = {}
-    trainer.optimizer.register_step_pre_hook(
+    first = next(iter(getattr(trainer.optimizer, "parts", {"": trainer.optimizer}).values()))
+    first.register_step_pre_hook(  # (a ChainedOptimizer's parts step one after the other)
         lambda opt, args, kwargs: seen.update(grads(trainer.model)))
     trainer.set_lr()
     trainer.train_step()

@@ -118,9 +118,13 @@ def test_resume_is_bit_identical_for_every_objective(name, objective_datasets, t
     assert len([l for l in metrics_lines(tmp_path / "full") if "train_loss" in l]) == 2 * N
     assert_same(w_full, w_res, "weights")
     assert_same(s_full, s_res, "train_state")
-    moments = s_res["optimizer"]["state"]
+    optimizer = s_res["optimizer"]
+    parts = optimizer if "state" not in optimizer else {"adamw": optimizer}
+    moments = parts["adamw"]["state"]
     assert moments and all({"exp_avg", "exp_avg_sq", "step"} <= set(m) for m in moments.values())
     assert all(float(m["step"]) == 2 * N for m in moments.values())
+    if "muon" in parts:  # optim.name=muon: Muon's momentum on the blocks' matrices
+        assert all("momentum_buffer" in m for m in parts["muon"]["state"].values())
 
     check_best(tmp_path / "full", cfg, data, tmp_path / "check")
     for file in ("model.safetensors", "state.safetensors", "state.json"):

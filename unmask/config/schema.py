@@ -19,6 +19,10 @@ MODEL_MODES = ("token_classifier", "language_model", "sequence_classifier")
 
 POOLINGS = ("mean", "cls", "layers")
 
+OPTIMIZER_NAMES = ("adamw", "muon")  # train/optim.py's OPTIMIZERS
+NOISE_SCHEDULE_NAMES = ("linear", "cosine", "loglinear")  # noise/schedules.py
+LOSS_WEIGHTING_NAMES = ("elbo", "masked_ce")  # losses/likelihood.py
+
 PARALLEL_MODES = ("ddp", "fsdp")  # train.parallel under torchrun (see train/parallel.py)
 
 
@@ -40,6 +44,8 @@ class ModelConfig:
     rope_theta: float = 10000.0
     mlp_hidden: int = 0  # SwiGLU hidden width; 0 = 8/3 * n_embd rounded up to a multiple of 64
     activation_checkpointing: bool = False  # recompute blocks in backward: less memory, ~1/3 slower
+    qk_norm: bool = False  # RMS-normalise queries and keys per head (stable at higher lr)
+    zero_init_proj: bool = False  # attention/MLP output projections start at 0: blocks = identity
 
     def __post_init__(self) -> None:
         if self.mode not in MODEL_MODES:
@@ -78,8 +84,15 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 disables clipping
+    name: str = "adamw"  # adamw | muon (Muon on the blocks' matrices, AdamW on the rest)
+    muon_momentum: float = 0.95
 
     def __post_init__(self) -> None:
+        if self.name not in OPTIMIZER_NAMES:
+            raise ConfigError(f"optim.name must be one of {', '.join(OPTIMIZER_NAMES)}, "
+                              f"got {self.name!r}")
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ConfigError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
         if self.lr <= 0 or self.min_lr < 0:
             raise ConfigError("optim.lr must be > 0 and optim.min_lr >= 0")
         if self.warmup_iters < 0:
@@ -106,10 +119,13 @@ class TrainConfig:
     objective: str = "auto"  # auto = causal_lm for a causal model, else mdlm (see objectives/registry.py)
     antithetic: bool = True  # stratified diffusion times across the batch (MDLM)
     t_min: float = 1e-3  # smallest diffusion time sampled in training
+    noise_schedule: str = "linear"  # mdlm: linear | cosine | loglinear (noise/schedules.py)
+    loss_weighting: str = "elbo"  # mdlm: elbo (1/t, a bound) | masked_ce (plain CE on masks)
     save_checkpoints: bool = True
     on_nan: str = "stop"  # non-finite loss/gradient: stop | skip (the step) | rollback (halve lr)
     max_rollbacks: int = 3  # on_nan=rollback: rollbacks before giving up
     keep_last_k: int = 1  # `latest` plus the K-1 checkpoints before it as step_<N>/ (and `best`)
+    ema_decay: float = 0.0  # > 0 (e.g. 0.999): validate, pick `best` and save an EMA of weights
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "unmask"
@@ -133,8 +149,15 @@ class TrainConfig:
                               f"got {self.keep_last_k}")
         if self.max_rollbacks < 0:
             raise ConfigError(f"train.max_rollbacks must be >= 0, got {self.max_rollbacks}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if not 0.0 <= self.t_min < 1.0:
             raise ConfigError("train.t_min must be in [0, 1)")
+        for name, choices in (("noise_schedule", NOISE_SCHEDULE_NAMES),
+                              ("loss_weighting", LOSS_WEIGHTING_NAMES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"train.{name} must be one of {', '.join(choices)}, "
+                                  f"got {getattr(self, name)!r}")
 
 
 @dataclass

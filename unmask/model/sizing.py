@@ -80,7 +80,8 @@ def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
 
     attention: per layer qkv (C x 3C) + output projection (C x C), no biases;
     mlp: per layer SwiGLU gate+up (C x 2h) + down (h x C); norms: two RMSNorm weights per
-    layer + the final one; embeddings: the token table (V x C; RoPE has no parameters);
+    layer + the final one (with qk_norm, a query and a key norm of head width per layer too);
+    embeddings: the token table (V x C; RoPE has no parameters);
     heads: 0 for the vocabulary head (tied to the embedding, counted once, under
     embeddings), 2C + 2 for the binary good/wrong head, pooled x classes + classes for a
     sequence classifier (its BatchNorm has no affine parameters).
@@ -91,7 +92,7 @@ def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
     parts = {
         "attention": L * 4 * C * C,
         "mlp": L * 3 * C * h,
-        "norms": (2 * L + 1) * C,
+        "norms": (2 * L + 1) * C + (L * 2 * (C // cfg.n_head) if cfg.qk_norm else 0),
         "embeddings": cfg.vocab_size * C,
         "heads": 0,
     }

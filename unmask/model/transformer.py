@@ -54,11 +54,16 @@ class Attention(nn.Module):
         self.n_head, self.causal, self.dropout, self.layer = cfg.n_head, cfg.causal, cfg.dropout, layer
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        # QK-norm (Dehghani et al. 2023): bounded attention logits, so a higher lr stays stable.
+        head_dim = cfg.n_embd // cfg.n_head
+        self.q_norm = nn.RMSNorm(head_dim) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim) if cfg.qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, nh, T, hs)
         mask, is_causal = None, self.causal
         if cache is not None:
@@ -141,7 +146,10 @@ class Transformer(nn.Module):
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith(("proj.weight", "down.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                if cfg.zero_init_proj:  # every block starts as the identity (modded-nanogpt)
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -15,8 +15,9 @@ from unmask.eval.likelihood import (
     bytes_per_token,
     score_eval_set,
 )
-from unmask.losses.likelihood import masked_diffusion_loss
+from unmask.losses.likelihood import LOSS_WEIGHTINGS, masked_diffusion_loss
 from unmask.noise.masking import mask_tokens, sample_times
+from unmask.noise.schedules import NOISE_SCHEDULES
 from unmask.objectives.base import Batch, LossOutput, Objective
 
 # Training validation scores eval_batches * batch_size // VALIDATION_T_POINTS windows at this
@@ -41,16 +42,18 @@ class MDLMObjective(Objective):
         self.eval_set = build_eval_set(windows, self.tokenizer.mask_id, VALIDATION_T_POINTS,
                                        VALIDATION_SEED)
         self.bytes_per_token = bytes_per_token(self.tokenizer, windows)
+        self.schedule = NOISE_SCHEDULES[cfg.train.noise_schedule]
+        self.weighting = LOSS_WEIGHTINGS[cfg.train.loss_weighting]
 
     def make_batch(self, x0: torch.Tensor, step: int) -> DiffusionBatch:
         x0 = x0.to(self.device)
         t = sample_times(x0.size(0), self.generator, self.cfg.train.antithetic, self.cfg.train.t_min)
-        xt, masked = mask_tokens(x0, t, self.tokenizer.mask_id, self.generator)
+        xt, masked = mask_tokens(x0, t, self.tokenizer.mask_id, self.generator, self.schedule)
         return DiffusionBatch(xt, x0, t, masked)
 
     def loss(self, logits, batch: DiffusionBatch) -> LossOutput:
         total, _ = masked_diffusion_loss(logits, batch.targets, batch.masked, batch.t,
-                                         self.tokenizer.vocab_size)
+                                         self.tokenizer.vocab_size, self.schedule, self.weighting)
         return LossOutput(total)
 
     def validate(self, model, amp_dtype):

@@ -37,7 +37,7 @@ from unmask.runtime.distributed import (
     world_size,
 )
 from unmask.runtime.rng import derive_seed, rng_state, seed_everything, set_rng_state
-from unmask.train import parallel
+from unmask.train import ema, parallel
 from unmask.train.metrics import (
     Counters,
     MetricsLog,
@@ -115,6 +115,7 @@ class Trainer:
         if is_distributed() and cfg.train.parallel == "fsdp":
             parallel.shard(self.model, self.amp)  # in place: the optimizer holds the shards
         self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
+        self.ema = ema.EMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         # float16 autocast needs loss scaling (its range underflows small gradients); a
         # disabled scaler is the identity for float32 and bfloat16.
         self.peak_flops = sizing.device_peak_flops(self.device)  # None: MFU not reported
@@ -155,7 +156,8 @@ class Trainer:
         state = {"counters": self.counters.state_dict(),
                  "optimizer": parallel.optimizer_state(self.model, self.optimizer),
                  "loader": self.loader.state_dict(), "task": self.objective.state_dict(),
-                 "rng": rng_state(), **({"rank_rng": rank_rngs} if world_size() > 1 else {})}
+                 "rng": rng_state(), **({"rank_rng": rank_rngs} if world_size() > 1 else {}),
+                 **({"ema": self.ema.state_dict()} if self.ema else {})}  # see train/ema.py
         if self.scaler.is_enabled():
             state["grad_scaler"] = self.scaler.state_dict()
         return state
@@ -186,6 +188,7 @@ class Trainer:
         if "grad_scaler" in state and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["grad_scaler"])
         self.counters.load_state_dict(state["counters"])
+        ema.restore(self.model, self.ema, state.get("ema"))
         self._resume_rng(state)
         self.log(f"resumed from {loaded['path']} at step {self.counters.step}")
 
@@ -205,6 +208,7 @@ class Trainer:
         """Write checkpoint `name`: every rank takes part in gathering the state, rank 0 alone
         writes it (the same files a single process writes)."""
         weights, state = parallel.full_weights(self.model), self.state_dict()
+        weights = self.ema.averaged_weights() if self.ema else weights
         if not is_main():
             return None
         keep = self.cfg.train.keep_last_k if name == "latest" else 1
@@ -255,6 +259,8 @@ class Trainer:
             return total, diagnostics
         self.scaler.step(self.optimizer)  # skips the step if fp16 gradients overflowed
         self.scaler.update()
+        if self.ema:
+            self.ema.update()
         self.optimizer.zero_grad(set_to_none=True)
         return total, diagnostics
 
@@ -266,9 +272,11 @@ class Trainer:
 
     def evaluate(self) -> Metrics:
         """Validation figures of the current model. Only validation-only state is refreshed
-        first (BatchNorm population statistics, see precise_bn); training is unaffected."""
-        self.objective.before_validation(self.model, self.amp)
-        return self.objective.validate(self.model, self.amp)
+        first (BatchNorm population statistics, see precise_bn); training is unaffected.
+        With train.ema_decay, the figures (and so `best`) are the averaged weights'."""
+        with self.ema.applied() if self.ema else contextlib.nullcontext():
+            self.objective.before_validation(self.model, self.amp)
+            return self.objective.validate(self.model, self.amp)
 
     def set_lr(self) -> float:
         o = self.cfg.optim
