@@ -52,10 +52,21 @@ def test_a_bad_path_names_the_nearest_key(key, nearest):
     ({"model.n_heads": "5"}, "must be an even whole number"),
     ({"curriculum.transition": "vibes"}, "curriculum.transition must be one of"),
     ({"curriculum..x": "1"}, "malformed config key"),
+    ({"training.optimizer": "sgd"}, "training.optimizer must be one of adamw, muon"),
+    ({"training.ema_decay": "1.0"}, r"training.ema_decay must be in \[0, 1\)"),
 ])
 def test_bad_values_are_rejected_with_a_reason(overrides, message):
     with pytest.raises(ConfigError, match=message):
         resolve_book_config("default", overrides=overrides)
+
+
+def test_recipe_levers_reach_the_run_config():
+    cfg = resolve_book_config("debug", overrides={
+        "training.optimizer": "muon", "training.ema_decay": "0.99", "model.qk_norm": "true",
+        "model.zero_init_proj": "true"})
+    run = to_run_config(cfg, max_iters=10)
+    assert (run.optim.name, run.train.ema_decay) == ("muon", 0.99)
+    assert run.model.qk_norm and run.model.zero_init_proj
 
 
 def test_parse_path():

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from unmask.config.io import ConfigError, coerce
 from unmask.config.paths import parse_path, read_override_file, tree_keys
 from unmask.config.schema import (
+    OPTIMIZER_NAMES,
     ModelConfig,
     OptimConfig,
     RunConfig,
@@ -46,6 +47,8 @@ class BookModelConfig:
     dropout: float = 0.1
     gradient_checkpointing: bool = False  # recompute blocks in backward: less memory
     rope_theta: float = 10000.0
+    qk_norm: bool = False  # recipe levers of the unmask model (config/schema.py ModelConfig)
+    zero_init_proj: bool = False
 
     def __post_init__(self) -> None:
         _check(min(self.d_model, self.n_layers, self.n_heads) > 0,
@@ -178,6 +181,8 @@ class BookTrainingConfig:
     compile: str = "auto"
     threads: int = 0
     progress: bool = True
+    optimizer: str = "adamw"  # adamw | muon (OptimConfig.name)
+    ema_decay: float = 0.0  # > 0: validate, keep and sample an average of the weights
 
     def __post_init__(self) -> None:
         _check(min(self.batch_size, self.gradient_accumulation_steps, self.eval_interval,
@@ -187,6 +192,9 @@ class BookTrainingConfig:
         _check(self.learning_rate > 0 and 0 <= self.min_lr_ratio <= 1,
                "training.learning_rate must be > 0 and training.min_lr_ratio in [0, 1]")
         _check(0 <= self.label_smoothing < 1, "training.label_smoothing must be in [0, 1)")
+        _check(self.optimizer in OPTIMIZER_NAMES, f"training.optimizer must be one of "
+               f"{', '.join(OPTIMIZER_NAMES)}, got {self.optimizer!r}")
+        _check(0 <= self.ema_decay < 1, "training.ema_decay must be in [0, 1) (0 = off)")
 
 
 @dataclass
@@ -361,17 +369,20 @@ def to_run_config(cfg: BookConfig, max_iters: int, data: str = "") -> RunConfig:
         data=data,
         model=ModelConfig(n_layer=m.n_layers, n_head=m.n_heads, n_embd=m.d_model,
                           block_size=cfg.data.sequence_length, dropout=m.dropout,
-                          rope_theta=m.rope_theta,
+                          rope_theta=m.rope_theta, qk_norm=m.qk_norm,
+                          zero_init_proj=m.zero_init_proj,
                           activation_checkpointing=m.gradient_checkpointing),
         optim=OptimConfig(lr=t.learning_rate, min_lr=t.learning_rate * t.min_lr_ratio,
                           warmup_iters=first.warmup_steps, weight_decay=t.weight_decay,
-                          beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip),
+                          beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip,
+                          name=t.optimizer),
         train=TrainConfig(max_iters=max_iters, batch_size=t.batch_size,
                           grad_accum=t.gradient_accumulation_steps,
                           eval_interval=t.eval_interval, eval_batches=t.eval_batches,
                           log_interval=t.log_interval, seed=t.seed, device=t.device,
                           dtype=t.dtype, compile=t.compile, threads=t.threads,
-                          objective="book_curriculum", progress=t.progress),
+                          objective="book_curriculum", progress=t.progress,
+                          ema_decay=t.ema_decay),
         sample=SampleConfig(policy=g.policy, steps=g.steps,
                             length=g.length or cfg.data.sequence_length,
                             temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
