@@ -30,7 +30,7 @@ CASES = {
                                     "model.qk_norm": True, "model.zero_init_proj": True,
                                     "train.noise_schedule": "cosine",
                                     "train.loss_weighting": "masked_ce",
-                                    "train.ema_decay": 0.9}),
+                                    "train.ema_decay": 0.9, "train.input_dropout": 0.1}),
     "causal_lm": ("shakespeare", {"train.objective": "causal_lm",
                                   "model.mode": "language_model"}),
     "sequence_classification": ("authors", {"train.objective": "sequence_classification",

@@ -9,6 +9,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from unmask.config.io import ConfigError
 from unmask.config.presets import resolve_config
@@ -17,7 +19,7 @@ from unmask.errors import UserError
 from unmask.losses.likelihood import masked_diffusion_loss, unit_weighting
 from unmask.model import sizing
 from unmask.model.transformer import Transformer
-from unmask.noise.masking import mask_tokens
+from unmask.noise.masking import drop_input_tokens, mask_tokens
 from unmask.noise.schedules import NOISE_SCHEDULES
 from unmask.train.optim import ChainedOptimizer, make_optimizer
 
@@ -164,7 +166,48 @@ def test_masked_ce_weighting_is_the_plain_cross_entropy_on_masked_tokens():
     ({"optim.muon_momentum": 1.0}, "optim.muon_momentum"),
     ({"train.noise_schedule": "cosin"}, "train.noise_schedule"),
     ({"train.loss_weighting": "ce"}, "train.loss_weighting"),
+    ({"train.input_dropout": 1.0}, "train.input_dropout"),
 ])
 def test_bad_lever_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         resolve_config("cpu-demo", override)
+
+
+@given(p=st.floats(0.0, 0.9), seed=st.integers(0, 2**16))
+@settings(max_examples=25, deadline=None)
+def test_input_dropout_only_ever_writes_mask_and_keeps_its_rate(p, seed):
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randint(0, 50, (8, 256))
+    out = drop_input_tokens(inputs, p, 99, g)
+    changed = out != inputs
+    assert (out[changed] == 99).all()
+    assert abs(changed.float().mean().item() - p) < 0.03  # 2,048 draws: ~4 standard errors
+    if p == 0:
+        assert out is inputs
+
+
+def test_input_dropout_hides_context_but_scores_the_same_positions(tmp_path):
+    from tests.objective_runs import case_config
+    from unmask.data.dataset import Dataset
+    from unmask.data.prepare import prepare
+    from unmask.objectives.registry import make_objective
+
+    data = Dataset.load(prepare("tinyshakespeare", tmp_path / "ts"))
+    x0 = data.train[: 4 * 33].view(4, 33).long()
+    batches = {}
+    for p in (0.0, 0.3):
+        for objective in ("mdlm", "causal_lm"):
+            mode = "language_model" if objective == "causal_lm" else "token_classifier"
+            cfg = case_config("mdlm", data, **{"train.objective": objective, "model.mode": mode,
+                                                "train.input_dropout": p})
+            batches[objective, p] = make_objective(cfg, data, torch.device("cpu")).make_batch(
+                x0 if objective == "causal_lm" else x0[:, :32], 0)
+    plain, dropped = batches["mdlm", 0.0], batches["mdlm", 0.3]
+    assert torch.equal(plain.masked, dropped.masked) and torch.equal(plain.targets, dropped.targets)
+    mask_id = data.tokenizer.mask_id
+    extra = (dropped.inputs == mask_id) & ~plain.masked
+    assert extra.any() and torch.equal(dropped.inputs[~extra], plain.inputs[~extra])
+    lm_plain, lm_dropped = batches["causal_lm", 0.0], batches["causal_lm", 0.3]
+    assert torch.equal(lm_plain.targets, lm_dropped.targets)
+    hidden = lm_dropped.inputs != lm_plain.inputs
+    assert hidden.any() and (lm_dropped.inputs[hidden] == mask_id).all()

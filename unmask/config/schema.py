@@ -121,6 +121,7 @@ class TrainConfig:
     t_min: float = 1e-3  # smallest diffusion time sampled in training
     noise_schedule: str = "linear"  # mdlm: linear | cosine | loglinear (noise/schedules.py)
     loss_weighting: str = "elbo"  # mdlm: elbo (1/t, a bound) | masked_ce (plain CE on masks)
+    input_dropout: float = 0.0  # mdlm / causal_lm: visible input tokens -> [MASK] with this prob
     save_checkpoints: bool = True
     on_nan: str = "stop"  # non-finite loss/gradient: stop | skip (the step) | rollback (halve lr)
     max_rollbacks: int = 3  # on_nan=rollback: rollbacks before giving up
@@ -153,6 +154,8 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if not 0.0 <= self.t_min < 1.0:
             raise ConfigError("train.t_min must be in [0, 1)")
+        if not 0.0 <= self.input_dropout < 1.0:
+            raise ConfigError(f"train.input_dropout must be in [0, 1), got {self.input_dropout}")
         for name, choices in (("noise_schedule", NOISE_SCHEDULE_NAMES),
                               ("loss_weighting", LOSS_WEIGHTING_NAMES)):
             if getattr(self, name) not in choices:

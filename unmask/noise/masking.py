@@ -33,3 +33,15 @@ def mask_tokens(x0: torch.Tensor, t: torch.Tensor, mask_id: int, generator: torc
     draws = torch.rand(x0.shape, generator=generator, device=generator.device).to(x0.device)
     masked = draws < schedule.mask_prob(t).to(x0.device)[:, None]
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
+
+
+def drop_input_tokens(inputs: torch.Tensor, p: float, mask_id: int,
+                      generator: torch.Generator) -> torch.Tensor:
+    """Token-level input dropout (Bowman et al. 2016's word dropout): each visible input token
+    becomes [MASK] with probability p; targets are left alone, so the model learns to predict
+    from a thinner context. A regulariser for many epochs over scarce data (`train.input_dropout`).
+    """
+    if p <= 0:
+        return inputs
+    draws = torch.rand(inputs.shape, generator=generator, device=generator.device)
+    return torch.where(draws.to(inputs.device) < p, torch.full_like(inputs, mask_id), inputs)

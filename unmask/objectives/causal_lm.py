@@ -9,6 +9,7 @@ from unmask.data.dataset import Dataset
 from unmask.data.windows import contiguous_windows
 from unmask.eval.likelihood import bytes_per_token, causal_nll
 from unmask.losses.likelihood import token_nll
+from unmask.noise.masking import drop_input_tokens
 from unmask.objectives.base import Batch, LossOutput, Objective
 
 
@@ -25,7 +26,9 @@ class CausalLMObjective(Objective):
 
     def make_batch(self, x0: torch.Tensor, step: int) -> Batch:
         x0 = x0.to(self.device)
-        return Batch(x0[:, :-1], x0[:, 1:])
+        inputs = drop_input_tokens(x0[:, :-1], self.cfg.train.input_dropout,
+                                   self.tokenizer.mask_id, self.generator)
+        return Batch(inputs, x0[:, 1:])
 
     def loss(self, logits, batch) -> LossOutput:
         return LossOutput(token_nll(logits, batch.targets, self.tokenizer.vocab_size).sum())

@@ -16,7 +16,7 @@ from unmask.eval.likelihood import (
     score_eval_set,
 )
 from unmask.losses.likelihood import LOSS_WEIGHTINGS, masked_diffusion_loss
-from unmask.noise.masking import mask_tokens, sample_times
+from unmask.noise.masking import drop_input_tokens, mask_tokens, sample_times
 from unmask.noise.schedules import NOISE_SCHEDULES
 from unmask.objectives.base import Batch, LossOutput, Objective
 
@@ -49,6 +49,8 @@ class MDLMObjective(Objective):
         x0 = x0.to(self.device)
         t = sample_times(x0.size(0), self.generator, self.cfg.train.antithetic, self.cfg.train.t_min)
         xt, masked = mask_tokens(x0, t, self.tokenizer.mask_id, self.generator, self.schedule)
+        xt = drop_input_tokens(xt, self.cfg.train.input_dropout, self.tokenizer.mask_id,
+                               self.generator)  # hides context only: `masked` is what is scored
         return DiffusionBatch(xt, x0, t, masked)
 
     def loss(self, logits, batch: DiffusionBatch) -> LossOutput:
