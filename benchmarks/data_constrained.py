@@ -88,7 +88,7 @@ def sweep(kind: str, data: Dataset, args, workdir: Path) -> dict:
         "train.eval_interval": 10**9, "train.eval_batches": 1, "train.log_interval": 10**9,
         "optim.min_lr": args.lr, "optim.lr": args.lr, "optim.lr_decay_iters": 10**9,
         "optim.weight_decay": args.weight_decay, "model.dropout": args.dropout,
-        "train.max_iters": 1})
+        "train.max_iters": 1, **dict(pair.split("=", 1) for pair in args.override)})
     trainer = Trainer(cfg, data, workdir / kind, log=lambda *_: None)
     tokens_per_step = trainer.tokens_per_step
     flops_per_token = sizing.flops_per_token(trainer.cfg.model)
@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--models", default="ar,diffusion")
     parser.add_argument("--out", default="benchmarks/results", help="JSON, Markdown, PNG")
+    parser.add_argument("--override", nargs="*", default=[],
+                        help="KEY=VALUE recipe levers for both models, e.g. optim.name=muon")
     parser.add_argument("--workdir", default="out/data_constrained",
                         help="the 100k-character dataset and the runs")
     args = parser.parse_args()
@@ -188,7 +190,8 @@ def main() -> None:
     data = slice_dataset(full, work / "slice", SLICE_CHARS)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine(),
               "command": "benchmarks/data_constrained.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+                  f"--{k.replace('_', '-')} " + (" ".join(v) if isinstance(v, list) else str(v))
+                  for k, v in vars(args).items() if v not in (None, [])),
               "slice_chars": SLICE_CHARS, "val_chars": len(full.val)}
     for kind in args.models.split(","):
         report[kind] = sweep(kind, data, args, work / "runs")
