@@ -56,14 +56,16 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         # QK-norm (Dehghani et al. 2023): bounded attention logits, so a higher lr stays stable.
         head_dim = cfg.n_embd // cfg.n_head
-        self.q_norm = nn.RMSNorm(head_dim) if cfg.qk_norm else nn.Identity()
-        self.k_norm = nn.RMSNorm(head_dim) if cfg.qk_norm else nn.Identity()
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm:
+            self.q_norm, self.k_norm = nn.RMSNorm(head_dim), nn.RMSNorm(head_dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: KVCache | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
-        q, k = self.q_norm(q), self.k_norm(k)
+        if self.qk_norm:  # in float32, like the rotation (its weight is float32 under autocast)
+            q, k = self.q_norm(q.float()).type_as(q), self.k_norm(k.float()).type_as(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, nh, T, hs)
         mask, is_causal = None, self.causal
         if cache is not None:
