@@ -211,3 +211,14 @@ def test_input_dropout_hides_context_but_scores_the_same_positions(tmp_path):
     assert torch.equal(lm_plain.targets, lm_dropped.targets)
     hidden = lm_dropped.inputs != lm_plain.inputs
     assert hidden.any() and (lm_dropped.inputs[hidden] == mask_id).all()
+
+
+def test_muon_with_a_frozen_backbone_keeps_only_adamw():
+    """feature_extraction freezes every block: nothing is left for Muon, and that is no error."""
+    model = Transformer(ModelConfig(**TINY))
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith("blocks."))
+    opt = make_optimizer(model, OptimConfig(name="muon"), torch.device("cpu"))
+    assert list(opt.parts) == ["adamw"]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == trainable

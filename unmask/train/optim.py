@@ -83,9 +83,12 @@ def make_muon(model: torch.nn.Module, cfg, device: torch.device) -> ChainedOptim
                         "use train.parallel=ddp or optim.name=adamw")
     hidden = [p for n, p in named if is_hidden_matrix(n, p)]
     rest = [p for n, p in named if not is_hidden_matrix(n, p)]
-    muon = torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            momentum=cfg.muon_momentum, adjust_lr_fn="match_rms_adamw")
-    return ChainedOptimizer(muon=muon, adamw=_adamw(rest, cfg, device))
+    parts = {"adamw": _adamw(rest, cfg, device)}
+    if hidden:  # none when the backbone is frozen (transfer_learning_mode=feature_extraction)
+        parts["muon"] = torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                         momentum=cfg.muon_momentum,
+                                         adjust_lr_fn="match_rms_adamw")
+    return ChainedOptimizer(**parts)
 
 
 OPTIMIZERS: dict[str, Callable] = {"adamw": make_adamw, "muon": make_muon}
