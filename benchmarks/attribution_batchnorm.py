@@ -3,7 +3,7 @@ each checkpoint of a run with its saved statistics, then with the statistics rec
 the same weights ("precise BN", unmask/model/precise_bn.py) over K evenly spaced training
 passages, for K = 256, 1,024 (what the classifier now does before every validation) and all.
 
-    unmask train cpu-demo --data data/authors --out out/auth_snap \\
+    unmask train cpu-demo-adamw --data data/authors --out out/auth_snap \\
         --model.mode=sequence_classifier --model.n_embd=128 --model.block_size=257 \\
         --train.batch_size=32 --train.max_iters=450 --optim.lr=1e-3 --optim.warmup_iters=20 \\
         --train.dtype=float32 --train.seed=1 --train.keep_last_k=3

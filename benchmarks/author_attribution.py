@@ -28,7 +28,7 @@ ARCH = {"model.n_layer": 4, "model.n_head": 4, "model.n_embd": 128, "model.block
 
 
 def run(dataset, out: Path, overrides: dict, log=lambda *_: None) -> tuple[dict, float]:
-    cfg = resolve_config("cpu-demo", {**ARCH, "train.progress": False, "train.log_interval": 50,
+    cfg = resolve_config("cpu-demo-adamw", {**ARCH, "train.progress": False, "train.log_interval": 50,
                                       **overrides})
     with Timer() as timer:
         result = Trainer(cfg, dataset, out, log=log).run()

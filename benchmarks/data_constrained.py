@@ -86,7 +86,8 @@ def sweep(kind: str, data: Dataset, args, workdir: Path) -> dict:
         "train.objective": objective, "model.mode": mode, "train.dtype": args.dtype,
         "train.seed": args.seed, "train.progress": False, "train.save_checkpoints": False,
         "train.eval_interval": 10**9, "train.eval_batches": 1, "train.log_interval": 10**9,
-        "optim.min_lr": args.lr, "optim.lr": args.lr, "optim.lr_decay_iters": 10**9,
+        **({"optim.min_lr": args.lr, "optim.lr": args.lr} if args.lr else {}),
+        "optim.lr_decay_iters": 10**9,
         "optim.weight_decay": args.weight_decay, "model.dropout": args.dropout,
         "train.max_iters": 1, **dict(pair.split("=", 1) for pair in args.override)})
     trainer = Trainer(cfg, data, workdir / kind, log=lambda *_: None)
@@ -167,7 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-epochs", type=int, default=256)
     parser.add_argument("--patience", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="constant learning rate (default: the cpu-demo preset's peak)")
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--points", type=int, default=128, help="ELBO t points (curve)")

@@ -121,7 +121,7 @@ def piece_demo(run: Run) -> dict:
 def piece_attribution(run: Run) -> dict:
     """README's author-attribution command; the figures of the `best` checkpoint (what a user
     samples and evaluates) and of the last step."""
-    out, seconds = run.train("cpu-demo", "data/authors", "attribution", *CLASSIFY,
+    out, seconds = run.train("cpu-demo-adamw", "data/authors", "attribution", *CLASSIFY,
                              *AUTHORS_ARCH, "--train.max_iters=450", "--optim.lr=1e-3")
     best = best_validation(out)
     last = [m for m in metrics(out) if "val_accuracy" in m][-1]
@@ -132,16 +132,16 @@ def piece_attribution(run: Run) -> dict:
 def piece_transfer(run: Run) -> dict:
     """README's transfer commands: MDLM pretraining on the three books, then a classifier head
     on the frozen pretrained backbone, against the same head on a frozen random backbone."""
-    pre, pre_seconds = run.train("cpu-demo", "data/authors", "pretrain", *AUTHORS_ARCH,
+    pre, pre_seconds = run.train("cpu-demo-adamw", "data/authors", "pretrain", *AUTHORS_ARCH,
                                  "--train.batch_size=24", "--train.max_iters=2000")
-    rnd, _ = run.train("cpu-demo", "data/authors", "random_backbone", *AUTHORS_ARCH,
+    rnd, _ = run.train("cpu-demo-adamw", "data/authors", "random_backbone", *AUTHORS_ARCH,
                        "--train.max_iters=1", "--optim.lr=1e-12", "--optim.min_lr=0",
                        "--optim.warmup_iters=0")
     figures = {"pretrain_val_elbo": best_validation(pre)["val_loss"],
                "pretrain_seconds": pre_seconds}
     for name, source in (("pretrained", pre), ("random", rnd)):
         head, seconds = run.train(
-            "cpu-demo", "data/authors", f"head_{name}", *CLASSIFY, *AUTHORS_ARCH,
+            "cpu-demo-adamw", "data/authors", f"head_{name}", *CLASSIFY, *AUTHORS_ARCH,
             "--model.pooling=layers", "--train.max_iters=600", "--optim.lr=1e-2",
             "--transfer.init_from=resume", f"--transfer.pretrained_checkpoint_path={source}/latest",
             "--transfer.transfer_learning_mode=feature_extraction")
@@ -173,7 +173,7 @@ def passage_correctness(checkpoint: Path) -> str:
 def piece_repair(run: Run) -> dict:
     """README's self-correction command, then `unmask eval --repair 0.10`."""
     out, seconds = run.train(
-        "cpu-demo", "data/tinyshakespeare", "selfcorr", "--train.objective=self_correction",
+        "cpu-demo-adamw", "data/tinyshakespeare", "selfcorr", "--train.objective=self_correction",
         "--train.batch_size=16", "--train.max_iters=2400", "--train.eval_interval=600",
         "--optim.warmup_iters=150", "--self_correction.masking_warmup_iters=600",
         "--self_correction.proofreading_warmup_iters=600",

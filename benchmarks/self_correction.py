@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--out", default="out/self_correction")
     parser.add_argument("--data", default="tinyshakespeare")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (train.threads)")
+    parser.add_argument("--preset", default="cpu-demo",
+                        help="cpu-demo (Muon recipe) or cpu-demo-adamw (the runs before 2026-11-25)")
     parser.add_argument("--rate", type=float, default=0.10)
     parser.add_argument("--change-margin", type=float, default=1.0,
                         help="repair: see `unmask eval --change-margin`")
@@ -64,7 +66,7 @@ def main() -> None:
     header("self-correction: repair of corrupted Tiny Shakespeare validation text")
     overrides = {**KNOBS, "train.threads": args.threads, "train.progress": False,
                  **parse_overrides(extra)}
-    cfg = resolve_config("cpu-demo", overrides)
+    cfg = resolve_config(args.preset, overrides)
     print("overrides: " + " ".join(f"--{k}={v}" for k, v in overrides.items()))
     result = {}
     if not args.eval_only:
