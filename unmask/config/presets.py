@@ -37,8 +37,8 @@ def preset_cpu_demo() -> RunConfig:
     "Recipe levers"): Muon on the blocks' matrices, QK-norm and zero-initialised output
     projections, which together allow twice the learning rate, and the cosine noise schedule;
     validation ELBO 2.28 -> 1.87 nats/char at the same 800 steps. Samples are drawn in
-    confidence order within blocks of 4
-    characters: the plain confidence order repeats itself ("the the the") on a model this good.
+    confidence order within blocks of 4 characters: the plain confidence order repeats itself
+    ("the the the") on a model this good.
     """
     cfg = preset_cpu_demo_adamw()
     cfg.model.qk_norm = cfg.model.zero_init_proj = True
