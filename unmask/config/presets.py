@@ -68,14 +68,20 @@ def preset_cpu_demo_adamw() -> RunConfig:
 
 
 def preset_shakespeare_char() -> RunConfig:
-    """nanoGPT's baby-GPT dimensions, for a GPU: 6 layers, 6 heads, 384 wide, context 256."""
+    """nanoGPT's baby-GPT dimensions, for a GPU: 6 layers, 6 heads, 384 wide, context 256,
+    with the `cpu-demo` recipe (Muon, QK-norm, zero-init projections, cosine noise schedule)
+    at twice nanoGPT's AdamW lr, as on the demo model. Not yet measured on a GPU (BENCHMARKS.md);
+    `--optim.name=adamw --optim.lr=1e-3 --optim.min_lr=1e-4 --model.qk_norm=false
+    --model.zero_init_proj=false --train.noise_schedule=linear` is the AdamW recipe it replaced.
+    """
     return RunConfig(
-        model=ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2),
-        optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_iters=100, weight_decay=0.1,
-                          beta2=0.99, grad_clip=1.0),
+        model=ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2,
+                          qk_norm=True, zero_init_proj=True),
+        optim=OptimConfig(name="muon", lr=2e-3, min_lr=2e-4, warmup_iters=100,
+                          weight_decay=0.1, beta2=0.99, grad_clip=1.0),
         train=TrainConfig(max_iters=5000, batch_size=64, eval_interval=250, eval_batches=20,
-                          log_interval=10),
-        sample=SampleConfig(steps=256, length=256),
+                          log_interval=10, noise_schedule="cosine"),
+        sample=SampleConfig(steps=256, length=256, block_length=4),
     )
 
 
