@@ -39,7 +39,8 @@ def test_parameter_breakdown_matches_the_built_model(cfg):
     by_name = {n: p.numel() for n, p in model.named_parameters()}  # the tied head is listed once
     assert parts["attention"] == sum(v for n, v in by_name.items() if ".attn." in n)
     assert parts["mlp"] == sum(v for n, v in by_name.items() if ".mlp." in n)
-    assert parts["norms"] == sum(v for n, v in by_name.items() if "norm" in n)
+    assert parts["norms"] == sum(v for n, v in by_name.items()
+                                 if "norm" in n and ".attn." not in n)  # qk_norm: attention
     assert parts["embeddings"] == by_name["embed.weight"]
 
 

@@ -78,9 +78,9 @@ def _pooled_width(cfg: ModelConfig) -> int:
 def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
     """Parameter counts by part, from the config alone (vocab_size must be set).
 
-    attention: per layer qkv (C x 3C) + output projection (C x C), no biases;
-    mlp: per layer SwiGLU gate+up (C x 2h) + down (h x C); norms: two RMSNorm weights per
-    layer + the final one (with qk_norm, a query and a key norm of head width per layer too);
+    attention: per layer qkv (C x 3C) + output projection (C x C), no biases (+ with qk_norm a
+    query and a key RMSNorm of head width); mlp: per layer SwiGLU gate+up (C x 2h) + down
+    (h x C); norms: two RMSNorm weights per layer + the final one;
     embeddings: the token table (V x C; RoPE has no parameters);
     heads: 0 for the vocabulary head (tied to the embedding, counted once, under
     embeddings), 2C + 2 for the binary good/wrong head, pooled x classes + classes for a
@@ -90,9 +90,9 @@ def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
         raise ValueError("model.vocab_size must be set before sizing a model")
     C, L, h = cfg.n_embd, cfg.n_layer, mlp_hidden(cfg)
     parts = {
-        "attention": L * 4 * C * C,
+        "attention": L * (4 * C * C + (2 * (C // cfg.n_head) if cfg.qk_norm else 0)),
         "mlp": L * 3 * C * h,
-        "norms": (2 * L + 1) * C + (L * 2 * (C // cfg.n_head) if cfg.qk_norm else 0),
+        "norms": (2 * L + 1) * C,
         "embeddings": cfg.vocab_size * C,
         "heads": 0,
     }
