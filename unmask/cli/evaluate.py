@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
                         "times as probable (1 = plain argmax)")
     p.add_argument("--flag-bias", type=float, default=0.0,
                    help="--repair: added to the flag logit (> 0 flags more, < 0 fewer)")
+    p.add_argument("--repair-seed", type=int, default=0,
+                   help="--repair: seed of the corruption draw (tune the knobs on one seed, "
+                        "report another; default 0, the draw README's figures use)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
 
@@ -58,7 +61,8 @@ def run(args, extra: list[str]) -> int:
         from unmask.eval.repair import evaluate_repair
         result = evaluate_repair(args.checkpoint, args.repair, data=args.data,
                                  device=args.device, n_passages=args.passages,
-                                 change_margin=args.change_margin, flag_bias=args.flag_bias)
+                                 change_margin=args.change_margin, flag_bias=args.flag_bias,
+                                 seed=args.repair_seed)
     else:
         from unmask.eval.report import evaluate_checkpoint
         result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device,

@@ -92,8 +92,12 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
 def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
                     device: str = "auto", n_passages: int = REPAIR_PASSAGES,
                     max_steps: int = REPAIR_STEPS, change_margin: float = 1.0,
-                    flag_bias: float = 0.0) -> dict:
-    """`unmask eval CKPT --repair RATE`: the repair scores of a self_correction checkpoint."""
+                    flag_bias: float = 0.0, seed: int = REPAIR_SEED) -> dict:
+    """`unmask eval CKPT --repair RATE`: the repair scores of a self_correction checkpoint.
+
+    `seed` draws the corruption (and the sampler's noise): choose the proofreading knobs on
+    one seed and report them on another, so the reported figure is not tuned on itself.
+    """
     from unmask.data.dataset import Dataset
     from unmask.model.pretrained import (
         checkpoint_mask_logit_bias,
@@ -118,6 +122,6 @@ def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
                            mask_id=tok.mask_id, wrong_id=tok.special_id("wrong"),
                            remask_target=pre.config.self_correction.remask_target,
                            mask_logit_bias=bias, max_steps=max_steps,
-                           change_margin=change_margin, flag_bias=flag_bias)
+                           change_margin=change_margin, flag_bias=flag_bias, seed=seed)
     return {"checkpoint": pre.path, **result, "mask_logit_bias": bias,
             "remask_target": pre.config.self_correction.remask_target}
