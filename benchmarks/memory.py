@@ -1,7 +1,7 @@
 """Measured peak memory of a training step per preset and batch size, beside
 model.sizing.training_memory_estimate.
 
-Each case builds the real Trainer, runs one step (so AdamW's state exists), then measures
+Each case builds the real Trainer, runs one step (so the optimizer's state exists), then measures
 the next one. CUDA: torch.cuda.max_memory_allocated over the step (everything allocated,
 including what the run keeps on the device besides the model: validation sets, RoPE tables;
 not the CUDA context or the caching allocator's slack). CPU: the parameters and optimizer
@@ -101,17 +101,19 @@ def measure(name: str, batch: int, args, dataset) -> dict:
         trainer = Trainer(cfg, dataset, Path(out), log=lambda *_: None)
         trainer.model.train()
         at_longest_rows(trainer)
-        trainer.train_step()  # AdamW's state now exists, as in every later step
+        trainer.train_step()  # the optimizer's state now exists, as in every later step
         cuda = trainer.device.type == "cuda"
         measured = cuda_step_peak(trainer) if cuda else cpu_step_peak(trainer)
         dtype = str(trainer.amp or torch.float32)[6:]
+        optimizer = trainer.cfg.optim.name
         est = sizing.training_memory_estimate(trainer.cfg.model, batch, dtype,
-                                              trainer.device.type)
+                                              trainer.device.type, optimizer)
         model = trainer.cfg.model
         del trainer
     if cuda:
         torch.cuda.empty_cache()
     return {"preset": name, "batch_size": batch, "dtype": dtype, "compile": args.compile,
+            "optimizer": optimizer,
             "estimate_mb": round(est["total"] / MB, 1),
             "estimate_states_mb": round((est["weights"] + est["optimizer"]) / MB, 1),
             "estimate_activations_mb": round(est["activations"] / MB, 1),
@@ -155,9 +157,11 @@ def main() -> None:
                   f"{row['measured_mb']:>9.1f} {row['estimate_over_measured']:>8.3f}",
                   flush=True)
         if free:
-            fit = sizing.max_batch_size(model, free, row["dtype"], device.type)
+            fit = sizing.max_batch_size(model, free, row["dtype"], device.type,
+                                        optimizer=row["optimizer"])
             print(f"{'':<17} largest batch the estimate fits in 85% of free memory: {fit}")
-    print("(MB = MiB; states = weights + AdamW moments; estimate = states + max(activations "
+    print("(MB = MiB; states = weights + optimizer state (AdamW's moments, Muon's momentum); "
+          "estimate = states + max(activations "
           "+ backward transient, gradients))")
     print("\n" + json.dumps(results))
 

@@ -184,6 +184,29 @@ def test_memory_parts_and_scaling():
     assert inference["total"] == sum(v for k, v in inference.items() if k != "total")
 
 
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+@pytest.mark.parametrize("extra", [{}, {"qk_norm": True}, {"mode": "language_model"}])
+def test_optimizer_state_estimate_equals_the_real_state(name, extra):
+    """The estimate's optimizer term against the state tensors the real optimizer holds after
+    one step (step counters aside), for AdamW and Muon (+ AdamW on the rest)."""
+    from unmask.config.schema import OptimConfig
+    from unmask.train.optim import OPTIMIZERS
+
+    cfg = ModelConfig(**{**TINY, **extra})
+    model = Transformer(cfg)
+    optimizer = OPTIMIZERS[name](model, OptimConfig(name=name), torch.device("cpu"))
+    model(torch.randint(0, 72, (2, 32))).float().square().mean().backward()
+    optimizer.step()
+    parts = getattr(optimizer, "parts", {name: optimizer})  # a ChainedOptimizer's parts
+    held = sum(t.numel() * t.element_size() for part in parts.values()
+               for state in part.state.values() for key, t in state.items()
+               if torch.is_tensor(t) and key != "step")
+    assert (set(parts) == {"adamw", "muon"}) == (name == "muon")
+    assert sizing.optimizer_state_bytes(cfg, name) == held
+    assert sizing.training_memory_estimate(cfg, 4, optimizer=name)["optimizer"] == held
+
+
 def test_max_batch_size_is_the_largest_that_fits():
     cfg = ModelConfig(**TINY)
     budget = 50 * 2**20

@@ -97,7 +97,8 @@ def sizing_report(trainer: Trainer, batch_size: int, num_samples: int) -> dict:
     parts = sizing.parameter_breakdown(m)
     assert parts["total"] == trainer.model.num_parameters()
     dtype = str(trainer.amp or "float32").replace("torch.", "")
-    train = sizing.training_memory_estimate(m, batch_size, dtype, trainer.device.type)
+    train = sizing.training_memory_estimate(m, batch_size, dtype, trainer.device.type,
+                                            trainer.cfg.optim.name)
     infer = sizing.inference_memory_estimate(m, num_samples, dtype)
     mib = lambda d: {k: round(v / 2**20, 1) for k, v in d.items()}  # noqa: E731
     return {"parameters": parts,

@@ -199,13 +199,27 @@ def _activation_bytes_per_token_per_layer(cfg: ModelConfig, s: int, cpu: bool) -
     return norms + attention + mlp + dropout
 
 
+def optimizer_state_bytes(cfg: ModelConfig, optimizer: str = "adamw") -> int:
+    """Bytes of float32 optimizer state: AdamW keeps two moments per parameter (8 bytes);
+    `muon` keeps one momentum buffer (4 bytes) for the blocks' weight matrices, which it
+    orthogonalises, and AdamW's two moments for the rest (train/optim.py, make_muon)."""
+    total = parameter_breakdown(cfg)["total"]
+    if optimizer != "muon":
+        return 8 * total
+    C = cfg.n_embd
+    hidden = cfg.n_layer * (4 * C * C + 3 * C * mlp_hidden(cfg))  # qkv, proj, gate+up, down
+    return 4 * hidden + 8 * (total - hidden)
+
+
 def training_memory_estimate(cfg: ModelConfig, batch_size: int,
                              dtype: str | torch.dtype | None = "float32",
-                             device_type: str = "cuda") -> dict[str, int]:
+                             device_type: str = "cuda", optimizer: str = "adamw"
+                             ) -> dict[str, int]:
     """Bytes one training step of `batch_size` sequences needs, by part, in eager mode.
 
-    weights, grads: float32 (autocast keeps float32 master weights); optimizer: AdamW's two
-    float32 moments. `dtype` is the autocast compute dtype (float32 = no autocast).
+    weights, grads: float32 (autocast keeps float32 master weights); optimizer: the state of
+    `optimizer` (`optimizer_state_bytes`). `dtype` is the autocast compute dtype (float32 =
+    no autocast).
 
     activations: what autograd keeps for the backward pass, for B * T tokens. With s the
     compute dtype's bytes, C the width, h the SwiGLU hidden width, per token and layer:
@@ -255,10 +269,10 @@ def training_memory_estimate(cfg: ModelConfig, batch_size: int,
     activations = int(blocks + final + head_casts)
     transient = int(tokens * ((8 + s) * width + 8 * C)
                     + (4 * parts["embeddings"] if vocab else 0))
-    weights, grads, optimizer = 4 * n, 4 * n, 8 * n
-    return {"weights": weights, "grads": grads, "optimizer": optimizer,
+    weights, grads, state = 4 * n, 4 * n, optimizer_state_bytes(cfg, optimizer)
+    return {"weights": weights, "grads": grads, "optimizer": state,
             "activations": activations, "transient": transient,
-            "total": weights + optimizer + max(activations + transient, grads)}
+            "total": weights + state + max(activations + transient, grads)}
 
 
 def inference_memory_estimate(cfg: ModelConfig, batch_size: int,
@@ -287,13 +301,15 @@ def inference_memory_estimate(cfg: ModelConfig, batch_size: int,
 
 def max_batch_size(cfg: ModelConfig, memory_bytes: int,
                    dtype: str | torch.dtype | None = "float32", device_type: str = "cuda",
-                   fraction: float = 0.85, limit: int = 1 << 16) -> int:
+                   fraction: float = 0.85, limit: int = 1 << 16,
+                   optimizer: str = "adamw") -> int:
     """The largest batch whose `training_memory_estimate` fits in `fraction` of
     `memory_bytes` (0 when not even one sequence fits); for `train.batch_size=auto`."""
     budget = fraction * memory_bytes
 
     def fits(b: int) -> bool:
-        return training_memory_estimate(cfg, b, dtype, device_type)["total"] <= budget
+        return training_memory_estimate(cfg, b, dtype, device_type,
+                                        optimizer)["total"] <= budget
 
     if not fits(1):
         return 0

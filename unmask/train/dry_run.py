@@ -38,7 +38,7 @@ def dry_run(trainer: Trainer, steps: int = 3, warmup: int = 1) -> dict:
     evals = remaining // cfg.eval_interval + (remaining % cfg.eval_interval > 0)
     model_cfg, per_rank_batch = trainer.cfg.model, trainer.cfg.train.batch_size
     estimate = sizing.training_memory_estimate(model_cfg, per_rank_batch, trainer.amp,
-                                               trainer.device.type)
+                                               trainer.device.type, trainer.cfg.optim.name)
     tokens_per_second = trainer.tokens_per_step / step_s
     peak = sizing.device_peak_flops(trainer.device)
     return {

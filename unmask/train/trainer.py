@@ -65,7 +65,8 @@ def fit_batch_to_memory(cfg: RunConfig, device: torch.device, amp, log) -> RunCo
     batch (batch_size x grad_accum): micro-batch = the largest divisor of it that fits."""
     effective = cfg.train.batch_size * cfg.train.grad_accum
     free = sizing.free_memory_bytes(device)
-    fits = effective if free is None else sizing.max_batch_size(cfg.model, free, amp, device.type)
+    fits = effective if free is None else sizing.max_batch_size(
+        cfg.model, free, amp, device.type, optimizer=cfg.optim.name)
     if fits < 1:
         raise UserError(f"not even one sequence of {cfg.model.block_size} tokens fits the "
                         f"{free / 2**30:.1f} GiB free on {device}; lower model.block_size or "
