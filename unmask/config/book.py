@@ -262,35 +262,38 @@ def preset_memory_efficient() -> BookConfig:
 
 
 def preset_debug() -> BookConfig:
-    """Minutes on two CPU cores: a 2 x 128 model, context 128 BPE tokens, 1,500 steps.
+    """Minutes on two CPU cores: a 2 x 128 model, context 128 BPE tokens, 900 steps, Muon.
 
-    Stage budgets are capped in steps (100 / 100 / 1,300, a validation every 50) so the cost
+    Stage budgets are capped in steps (100 / 100 / 700, a validation every 50) so the cost
     does not grow with the book. A BPE model first sits on the unigram plateau (it predicts
     the book's token frequencies whatever the context) and only then learns to read context:
-    on Frankenstein a 4 x 192 model had not left it after 900 steps (2.57 bits/byte, the
-    unigram level), a 2 x 128 one leaves it near step 650 and, three times cheaper a step,
-    reaches 2.2-2.3 bits/byte in 1,500 steps (BENCHMARKS.md). Departures from seed 004: stage III
-    masks 5-100 % (not 5-20 %), because generation starts from an all-[MASK] row, which a
-    model last trained at 5-20 % masking has never seen; stage III keeps the full learning
-    rate (factor 1.0, not 0.5), which leaves the plateau sooner; and samples are drawn in
-    MDLM's ancestral (random) order at temperature 1, which keeps the model's word
-    distribution, where the confidence order fills in the most frequent tokens first (on an
-    undertrained run it produced rows of ", , , the the").
+    with AdamW a 2 x 128 model left it near step 650 of 1,500 (2.26 bits/byte at the end);
+    with the `cpu-demo` recipe's levers (Muon on the blocks' matrices, QK-norm, zero-initialised
+    output projections) it leaves it by step 250 and is best near step 700 (2.04 bits/byte;
+    longer runs overfit the book), in 5-6 minutes for the whole command (BENCHMARKS.md).
+    Departures from seed 004: stage III masks 5-100 % (not 5-20 %), because generation
+    starts from an all-[MASK] row, which a model last trained at 5-20 % masking has never
+    seen; stage III keeps the full learning rate (factor 1.0, not 0.5), which leaves the
+    plateau sooner; and samples are drawn in MDLM's ancestral (random) order at temperature
+    1, which keeps the model's word distribution, where the confidence order fills in the
+    most frequent tokens first (on an undertrained run it produced rows of ", , , the the"),
+    with nucleus 0.8 (word validity 0.86 on three sample seeds, 0.83-0.86 at 0.9).
     """
     cfg = BookConfig(preset="debug")
-    cfg.model = BookModelConfig(d_model=128, n_layers=2, n_heads=4, dropout=0.0)
+    cfg.model = BookModelConfig(d_model=128, n_layers=2, n_heads=4, dropout=0.0,
+                                qk_norm=True, zero_init_proj=True)
     cfg.data = BookDataConfig(sequence_length=128, target_coverage=0.8)
     cfg.curriculum = BookCurriculumConfig(stages=[
         StageConfig("foundational", "sentences", 10, 100, 0.75, 0.90, 1.0, 30, 33.0, 67.0),
         StageConfig("structural", "pairs", 10, 100, 0.40, 0.60, 0.8, 20, 66.0, 0.0),
-        StageConfig("refinement", "paragraphs", 100, 1300, 0.05, 1.0, 1.0, 20, 100.0, 0.0),
+        StageConfig("refinement", "paragraphs", 100, 700, 0.05, 1.0, 1.0, 20, 100.0, 0.0),
     ])
     cfg.training = BookTrainingConfig(batch_size=32, gradient_accumulation_steps=1,
                                       learning_rate=3e-3, weight_decay=0.1,
                                       label_smoothing=0.0, eval_interval=50, eval_batches=4,
-                                      log_interval=20, dtype="float32")
+                                      log_interval=20, dtype="float32", optimizer="muon")
     cfg.generation = GenerationConfig(policy="random", steps=128, length=128,
-                                      temperature=1.0, top_k=0, top_p=0.9, num_samples=4)
+                                      temperature=1.0, top_k=0, top_p=0.8, num_samples=4)
     return cfg
 
 
