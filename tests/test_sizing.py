@@ -203,6 +203,10 @@ def test_optimizer_state_estimate_equals_the_real_state(name, extra):
                for state in part.state.values() for key, t in state.items()
                if torch.is_tensor(t) and key != "step")
     assert (set(parts) == {"adamw", "muon"}) == (name == "muon")
+    # the chained optimizer shows its parts' states as one, as torch's optimizers do
+    assert len(optimizer.state) == sum(len(part.state) for part in parts.values())
+    assert sum(t.numel() * t.element_size() for state in optimizer.state.values()
+               for key, t in state.items() if torch.is_tensor(t) and key != "step") == held
     assert sizing.optimizer_state_bytes(cfg, name) == held
     assert sizing.training_memory_estimate(cfg, 4, optimizer=name)["optimizer"] == held
 

@@ -33,6 +33,12 @@ class ChainedOptimizer:
     def param_groups(self) -> list[dict]:
         return [group for part in self.parts.values() for group in part.param_groups]
 
+    @property
+    def state(self) -> dict:
+        """Per-parameter state of every part, as `torch.optim.Optimizer.state` (the parts hold
+        disjoint parameters), for code that inspects it (memory accounting)."""
+        return {p: st for part in self.parts.values() for p, st in part.state.items()}
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for part in self.parts.values():
             part.zero_grad(set_to_none=set_to_none)
