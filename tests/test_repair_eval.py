@@ -105,7 +105,6 @@ def test_eval_repair_json(sc_run, capsys):
     assert "--change-margin must be >= 1" in capsys.readouterr().err
 
 
-
 def test_repair_seed_draws_another_corruption(sc_run, capsys):
     capsys.readouterr()
     args = ["eval", str(sc_run), "--repair", "0.10", "--json", "--passages", "8"]

@@ -90,7 +90,7 @@ def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
         raise ValueError("model.vocab_size must be set before sizing a model")
     C, L, h = cfg.n_embd, cfg.n_layer, mlp_hidden(cfg)
     parts = {
-        "attention": L * (4 * C * C + (2 * (C // cfg.n_head) if cfg.qk_norm else 0)),
+        "attention": L * 4 * C * C + _qk_norm_weights(cfg),
         "mlp": L * 3 * C * h,
         "norms": (2 * L + 1) * C,
         "embeddings": cfg.vocab_size * C,
@@ -102,6 +102,11 @@ def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
         parts["heads"] = 2 * C + 2
     parts["total"] = sum(parts.values())
     return parts
+
+
+def _qk_norm_weights(cfg: ModelConfig) -> int:
+    """The query and key RMSNorm weights (head width each, per layer) that qk_norm adds."""
+    return cfg.n_layer * 2 * (cfg.n_embd // cfg.n_head) if cfg.qk_norm else 0
 
 
 def uses_vocab_head(cfg: ModelConfig) -> bool:
@@ -203,12 +208,11 @@ def optimizer_state_bytes(cfg: ModelConfig, optimizer: str = "adamw") -> int:
     """Bytes of float32 optimizer state: AdamW keeps two moments per parameter (8 bytes);
     `muon` keeps one momentum buffer (4 bytes) for the blocks' weight matrices, which it
     orthogonalises, and AdamW's two moments for the rest (train/optim.py, make_muon)."""
-    total = parameter_breakdown(cfg)["total"]
+    parts = parameter_breakdown(cfg)
     if optimizer != "muon":
-        return 8 * total
-    C = cfg.n_embd
-    hidden = cfg.n_layer * (4 * C * C + 3 * C * mlp_hidden(cfg))  # qkv, proj, gate+up, down
-    return 4 * hidden + 8 * (total - hidden)
+        return 8 * parts["total"]
+    hidden = parts["attention"] - _qk_norm_weights(cfg) + parts["mlp"]  # the blocks' matrices
+    return 4 * hidden + 8 * (parts["total"] - hidden)
 
 
 def training_memory_estimate(cfg: ModelConfig, batch_size: int,
