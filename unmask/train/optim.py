@@ -58,6 +58,11 @@ class ChainedOptimizer:
             part.load_state_dict(state[name])
 
 
+# torch's fused AdamW: one kernel over all parameters instead of a dozen foreach passes
+# (CPU, nanoGPT's 4x128 model: 0.8 ms a step instead of 2.1 ms, with clipping; BENCHMARKS.md).
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+
+
 def _decay_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list[dict]:
     """Weight decay on matrices only (nanoGPT): never on norms or biases."""
     return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
@@ -66,11 +71,12 @@ def _decay_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list
 
 def _adamw(params: list[torch.nn.Parameter], cfg, device: torch.device) -> torch.optim.AdamW:
     return torch.optim.AdamW(_decay_groups(params, cfg.weight_decay), lr=cfg.lr,
-                             betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+                             betas=(cfg.beta1, cfg.beta2),
+                             fused=device.type in FUSED_ADAMW_DEVICES)
 
 
 def make_adamw(model: torch.nn.Module, cfg, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (nanoGPT), fused kernel on CUDA."""
+    """AdamW; weight decay on matrices only (nanoGPT), one fused kernel on CUDA and CPU."""
     return _adamw([p for p in model.parameters() if p.requires_grad], cfg, device)
 
 
