@@ -113,8 +113,8 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"  # auto = cuda > mps > cpu
     dtype: str = "auto"  # auto = bf16 on CUDA, and on CPU where a measured probe finds it faster
-    compile: str = "auto"  # auto = torch.compile on CUDA only; "true" / "false" force it
-    threads: int = 0  # CPU threads for torch; 0 = torch's default
+    compile: str = "auto"  # auto: CUDA always; CPU where measured faster (runtime.cpu_compile)
+    threads: int = 0  # CPU threads for torch; 0 = measured for long runs (runtime.threads)
     parallel: str = "ddp"  # several ranks: ddp (whole model per rank) | fsdp (FSDP2 shards it)
     objective: str = "auto"  # auto = causal_lm for a causal model, else mdlm (see objectives/registry.py)
     antithetic: bool = True  # stratified diffusion times across the batch (MDLM)

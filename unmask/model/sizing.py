@@ -9,6 +9,9 @@ against the real thing in tests/test_sizing.py (parameters exactly) and benchmar
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 
@@ -350,3 +353,14 @@ def probe_shape(cfg: ModelConfig, batch_size: int) -> ProbeShape:
     """The block the CPU precision probe times for this model and batch (runtime.precision)."""
     return ProbeShape.of_model(cfg.n_embd, cfg.n_head, cfg.block_size, cfg.vocab_size or 72,
                                batch_size * cfg.block_size, cfg.causal)
+
+
+def model_label(cfg: ModelConfig, batch_size: int, amp: torch.dtype | None) -> str:
+    """A readable name of a model's training step for the CPU compile cache: its shape, batch
+    and precision, plus a digest of the whole model config (QK-norm, dropout, checkpointing
+    and the rest change the compiled graph too)."""
+    digest = hashlib.sha1(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    return (f"{cfg.mode}{' causal' if cfg.causal else ''} {cfg.n_layer}L {cfg.n_embd}w "
+            f"{cfg.n_head}h ctx {cfg.block_size} vocab {cfg.vocab_size} x batch {batch_size} "
+            f"{str(amp).removeprefix('torch.') if amp else 'float32'} "
+            f"config {digest.hexdigest()[:8]}")

@@ -20,26 +20,23 @@ Order of authority: an explicit `train.dtype` (never probes; see `runtime.device
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import platform
 import time
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from unmask.errors import UserError
+from unmask.runtime import machine_cache
+from unmask.runtime.machine_cache import CACHE_ENV, cpuinfo_field  # noqa: F401 (re-exported)
 
 BF16_MARGIN = 0.10  # bf16 must save >= 10 % of the step: a near-tie is not worth its rounding
 MAX_SPREAD = 0.25  # trust (and cache) a probe only if each precision's two fastest steps agree
 PROBE_VERSION = 2  # part of the cache key: bump when the workload changes
 PROBE_TOKENS = 4096  # the demo-shaped probe's tokens; other widths get the same work (flops)
 PRECISION_ENV = "UNMASK_CPU_PRECISION"
-CACHE_ENV = "UNMASK_PRECISION_CACHE"
 
 
 @dataclass(frozen=True)
@@ -204,12 +201,9 @@ def _spread(times: list[float]) -> float:
 
 
 def time_threads(counts: list[int], **probe) -> dict[int, ProbeTimes]:
-    """`time_probe()` at each thread count, for choosing `train.threads` (reported by
-    benchmarks/cpu_precision.py).
-
-    Not used at start-up: on shared machines the answer depends on the neighbours more than on
-    the CPU. The thread setting is restored afterwards.
-    """
+    """`time_probe()` at each thread count: what `train.threads=0` decides by for a long run
+    (runtime.threads) and benchmarks/cpu_precision.py reports. The thread setting is restored
+    afterwards."""
     before, result = torch.get_num_threads(), {}
     try:
         for n in counts:
@@ -223,64 +217,18 @@ def time_threads(counts: list[int], **probe) -> dict[int, ProbeTimes]:
 # ----------------------------------------------------------------------------- the cache
 
 
-def cpuinfo_field(*names: str) -> str | None:
-    """The first /proc/cpuinfo value whose field starts with one of `names` (None off Linux)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in lines
-                 if line.startswith(names) and ":" in line), None)
-
-
-def cpu_model() -> str:
-    return cpuinfo_field("model name") or platform.processor() or platform.machine()
-
-
-def _cpu_flags_digest() -> str:
-    """Virtual machines often report a generic "Intel(R) Xeon(R) Processor" for CPUs with and
-    without native bf16, so the key also carries a digest of the CPU feature flags."""
-    flags = " ".join(sorted((cpuinfo_field("flags", "Features") or "").split()))
-    return hashlib.sha1(flags.encode()).hexdigest()[:8] if flags else "noflags"
-
-
 def machine_key() -> str:
-    """CPU model + feature flags + torch version + thread count: what the timings depend on."""
-    return (f"{cpu_model()} | flags {_cpu_flags_digest()} | torch {torch.__version__} | "
-            f"{torch.get_num_threads()} threads | probe v{PROBE_VERSION}")
+    """The machine's key (runtime.machine_cache) with this probe's version."""
+    return f"{machine_cache.machine_key()} | probe v{PROBE_VERSION}"
 
 
 def cache_path() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "unmask" / "precision.json"
+    return machine_cache.cache_path("precision")
 
 
 def read_cache() -> dict:
     """{machine key | shape: {"fp32_ms", "bf16_ms", "date"}}; {} when missing or unreadable."""
-    try:
-        data = json.loads(cache_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_cache(key: str, fp32_ms: float, bf16_ms: float) -> None:
-    """Adds or replaces `key`'s figures (atomically); a read-only home is not an error."""
-    path = cache_path()
-    entries = read_cache()
-    entries[key] = {"fp32_ms": round(fp32_ms, 3), "bf16_ms": round(bf16_ms, 3),
-                    "date": date.today().isoformat()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass
-
-
-def _use_cache() -> bool:
-    return os.environ.get(CACHE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    return machine_cache.read_cache("precision")
 
 
 # ----------------------------------------------------------------------------- the choice
@@ -296,7 +244,7 @@ def cpu_precision(shape: ProbeShape = DEMO_SHAPE) -> PrecisionChoice:
         raise UserError(f"{PRECISION_ENV}={forced!r}: use float32, bfloat16 or auto")
     if not onednn_bf16_supported():
         return PrecisionChoice("float32", "unsupported")
-    key, use_cache = f"{machine_key()} | {shape.label()}", _use_cache()
+    key, use_cache = f"{machine_key()} | {shape.label()}", machine_cache.use_cache()
     hit = read_cache().get(key) if use_cache else None
     if isinstance(hit, dict) and {"fp32_ms", "bf16_ms"} <= hit.keys():
         fp32_ms, bf16_ms = float(hit["fp32_ms"]), float(hit["bf16_ms"])
@@ -309,6 +257,7 @@ def cpu_precision(shape: ProbeShape = DEMO_SHAPE) -> PrecisionChoice:
         return PrecisionChoice("float32", "measured", probe.fp32_ms, probe.bf16_ms, key, False,
                                shape.label())
     if use_cache:
-        write_cache(key, probe.fp32_ms, probe.bf16_ms)
+        machine_cache.write_cache("precision", key,
+                                  {"fp32_ms": probe.fp32_ms, "bf16_ms": probe.bf16_ms})
     return PrecisionChoice(decide(probe.fp32_ms, probe.bf16_ms), "measured", probe.fp32_ms,
                            probe.bf16_ms, key, shape=shape.label())

@@ -50,6 +50,8 @@ def dry_run(trainer: Trainer, steps: int = 3, warmup: int = 1) -> dict:
         "measured_peak_memory_mb": round(peak_memory_bytes(trainer.device) / 2**20, 1),
         "device": str(trainer.device),
         "precision": str(trainer.amp or torch.float32).replace("torch.", ""),
+        "compiled": hasattr(trainer.step_model, "_orig_mod"),  # torch.compile's wrapper
+        "threads": torch.get_num_threads() if trainer.device.type == "cpu" else None,
         "parameters": trainer.model.num_parameters(),
         "tokens_per_step": trainer.tokens_per_step,
         "seconds_per_step": round(step_s, 4),

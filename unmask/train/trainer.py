@@ -37,6 +37,7 @@ from unmask.runtime.distributed import (
     world_size,
 )
 from unmask.runtime.rng import derive_seed, rng_state, seed_everything, set_rng_state
+from unmask.runtime.threads import choose_threads
 from unmask.train import ema, parallel
 from unmask.train.metrics import (
     Counters,
@@ -46,6 +47,7 @@ from unmask.train.metrics import (
 )
 from unmask.train.optim import cosine_lr, make_optimizer
 from unmask.train.signals import GracefulStop
+from unmask.train.speed import compiled_for_training, fit_batch_to_memory, is_long_run
 from unmask.train.transfer import load_pretrained_weights, optimizer_summary
 
 
@@ -57,26 +59,6 @@ def complete_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     if cfg.transfer.switch_to_binary:
         filled["model.binary_head"] = True
     return apply_overrides(cfg, filled)
-
-
-def fit_batch_to_memory(cfg: RunConfig, device: torch.device, amp, log) -> RunConfig:
-    """`--train.batch_size=auto`: the largest micro-batch whose estimated training memory fits
-    the device's free memory, with gradient accumulation keeping the requested effective
-    batch (batch_size x grad_accum): micro-batch = the largest divisor of it that fits."""
-    effective = cfg.train.batch_size * cfg.train.grad_accum
-    free = sizing.free_memory_bytes(device)
-    fits = effective if free is None else sizing.max_batch_size(
-        cfg.model, free, amp, device.type, optimizer=cfg.optim.name)
-    if fits < 1:
-        raise UserError(f"not even one sequence of {cfg.model.block_size} tokens fits the "
-                        f"{free / 2**30:.1f} GiB free on {device}; lower model.block_size or "
-                        "use activation checkpointing (model.activation_checkpointing=true)")
-    micro = max(d for d in range(1, min(fits, effective) + 1) if effective % d == 0)
-    log(f"batch size auto: micro-batch {micro} x {effective // micro} accumulation steps = "
-        f"effective batch {effective} (largest micro-batch that fits: {fits})")
-    return apply_overrides(cfg, {"train.batch_size": micro,
-                                 "train.grad_accum": effective // micro,
-                                 "train.auto_batch_size": False})
 
 
 @contextlib.contextmanager
@@ -100,10 +82,14 @@ class Trainer:
         self.log = log if is_main() else (lambda *_: None)
         cfg = self.cfg
         seed_everything(derive_seed(cfg.train.seed, "init"))  # the same initial weights on every rank
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
         self.device = pick_device(local_device(cfg.train.device))
         shape = sizing.probe_shape(cfg.model, cfg.train.batch_size)  # what a CPU probe times
+        # Only a long run is worth measuring threads and torch.compile for (runtime.cpu_compile).
+        self.long_run = is_long_run(cfg, self.tokens_per_step)
+        threads = choose_threads(cfg.train.threads, self.device,
+                                 self.long_run and not is_distributed(), shape)
+        if threads.source not in ("short-run", "default"):
+            self.log(threads.describe())
         precision = broadcast_object(choose_precision(self.device, cfg.train.dtype, shape)
                                      if is_main() else None)  # every rank uses rank 0's choice
         self.amp = precision.autocast
@@ -136,14 +122,10 @@ class Trainer:
         self.step_model = self._wrap(self.model)
 
     def _wrap(self, model):
-        """torch.compile where it pays (CUDA by default), then DDP across ranks (unless FSDP
-        sharded the model already, see `parallel`)."""
-        wanted = self.cfg.train.compile
-        if wanted == "true" or (wanted == "auto" and self.device.type == "cuda"):
-            # A backend that fails to compile (no C compiler, an unsupported op) runs the
-            # model eagerly instead of stopping the run; dynamo logs what went wrong.
-            torch._dynamo.config.suppress_errors = True
-            model = torch.compile(model)
+        """torch.compile where it pays (CUDA; on CPU where measured faster, runtime.cpu_compile),
+        then DDP across ranks (unless FSDP sharded the model already, see `parallel`)."""
+        model = compiled_for_training(model, self.cfg, self.device, self.amp, self.long_run,
+                                      self.counters.step, self.log)
         if is_distributed() and not parallel.is_sharded(self.model):
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
