@@ -123,6 +123,18 @@ def test_timing_a_model_leaves_no_gradients_and_the_same_random_stream(tiny_mode
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_timing_a_classifier_leaves_its_batchnorm_statistics_alone(tiny_model_config):
+    tiny_model_config.mode, tiny_model_config.num_classes = "sequence_classifier", 3
+    model = Transformer(tiny_model_config).train()
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    tokens = torch.randint(0, 60, (4, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # also measures when the caller has gradients off
+        cpu_compile.time_steps(model, tokens, None, 2)
+    assert before and all(torch.equal(before[n], b) for n, b in model.named_buffers())
+    model(tokens)  # a real training forward does move them (so the check above can fail)
+    assert not torch.equal(before["pool_norm.running_mean"], model.pool_norm.running_mean)
+
+
 def test_real_compile_of_a_tiny_model_is_measured_and_trains_alike(tiny_model_config):
     """The real torch.compile on CPU: figures are measured and cached, and the module it hands
     back computes what the eager model does."""

@@ -63,17 +63,21 @@ def time_steps(model: torch.nn.Module, tokens: torch.Tensor, amp: torch.dtype | 
                reps: int) -> list[float]:
     """Milliseconds of `reps` forward + backward passes of `model` on `tokens`.
 
-    The gradients are dropped afterwards and the global RNG (dropout) is restored, so a run
-    that measured trains exactly as one that did not.
+    The gradients are dropped afterwards, and the global RNG (dropout) and the buffers
+    (BatchNorm statistics) restored, so a run that measured trains exactly as one that did not.
     """
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
     times = []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         for _ in range(reps):
             start = time.perf_counter()
             with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
                 out = model(tokens)
             out.float().mean().backward()
             times.append(1000 * (time.perf_counter() - start))
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
     for p in model.parameters():
         p.grad = None
     return times
