@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
                                                         "capped by the length)")
     p.add_argument("--batch-sizes", type=int, nargs="+", help="default: 1 32; the largest is "
                                                               "also the quality sample")
-    p.add_argument("--length", type=int, help="characters per sample (default: the context)")
+    p.add_argument("--length", type=int, help="positions (tokens) per sample; characters "
+                   "for a character model (default: the context)")
     p.add_argument("--temperature", type=float, help="for every policy (default: checkpoint's)")
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)

@@ -158,7 +158,8 @@ def markdown(result: dict) -> str:
     sizes = result["batch_sizes"]
     head = (["policy", "steps", "judge NLL", "char entropy", "distinct-2", "self-BLEU"]
             + [f"chars/s (batch {b})" for b in sizes] + ["calls/char"])
-    lines = [f"Samples of {result['length']} characters; quality over "
+    lines = [f"Samples of {result['length']} positions (tokens: characters for a character "
+             f"model); quality over "
              f"{result['quality_batch']} samples; judge: {result['judge'] or 'none'}; "
              f"device: {result['device']}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
