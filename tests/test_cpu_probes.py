@@ -2,6 +2,8 @@
 runtime.threads): decision rules, the per-machine cache, and that measuring changes nothing
 about the run it measured for."""
 
+import json
+
 import pytest
 import torch
 
@@ -218,3 +220,34 @@ def test_explicit_threads_are_set_and_short_runs_keep_the_default():
         assert (choice.threads, choice.source) == (2, "short-run")
     finally:
         torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- compiled runs
+
+
+def _tiny_run(shakespeare, out, compile_, max_iters):
+    cfg = resolve_config("debug", {
+        "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 16, "model.block_size": 16,
+        "train.batch_size": 4, "train.max_iters": max_iters, "optim.lr_decay_iters": 6,
+        "train.eval_interval": 3, "train.eval_batches": 1, "train.log_interval": 1,
+        "train.progress": False, "train.dtype": "float32", "train.compile": compile_})
+    trainer = Trainer(cfg, shakespeare, out, resume="auto", log=lambda *_: None)
+    trainer.run()
+    losses = [json.loads(line).get("train_loss") for line in
+              (out / "metrics.jsonl").read_text().splitlines()]
+    return trainer, [x for x in losses if x is not None]
+
+
+def test_a_compiled_run_resumes_exactly_and_trains_like_an_eager_one(shakespeare, tmp_path):
+    """The demo compiles on CPU now: stopping and resuming a compiled run changes nothing,
+    and compiling changes the losses by roundings only."""
+    straight, losses = _tiny_run(shakespeare, tmp_path / "straight", "true", 6)
+    assert hasattr(straight.step_model, "_orig_mod")  # it did train compiled
+    _tiny_run(shakespeare, tmp_path / "resumed", "true", 3)
+    resumed, resumed_losses = _tiny_run(shakespeare, tmp_path / "resumed", "true", 6)
+    assert resumed_losses == losses
+    for (name, a), b in zip(straight.model.state_dict().items(),
+                            resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    _, eager_losses = _tiny_run(shakespeare, tmp_path / "eager", "false", 6)
+    assert eager_losses == pytest.approx(losses, rel=1e-4)
