@@ -35,6 +35,27 @@ def test_info_text_says_the_self_test_passed(capsys):
     assert "torch " in out and "CPU: " in out and "self-test passed" in out
 
 
+def test_info_lists_what_the_cpu_probes_measured_on_this_machine(capsys, monkeypatch,
+                                                                  tmp_path):
+    from unmask.runtime import machine_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    here = machine_cache.machine_key()
+    machine_cache.write_cache("compile", f"{here} | compile probe v1 | demo shape",
+                              {"eager_ms": 474.5, "compiled_ms": 379.5, "compile_s": 35.4})
+    machine_cache.write_cache("threads", f"{here} | block 192w",
+                              {"1": 125.7, "2": 68.6})
+    machine_cache.write_cache("threads", "another cpu | 4 threads | block 192w", {"4": 1.0})
+    assert main(["info", "--json", "--device", "cpu"]) == 0
+    cached = json.loads(capsys.readouterr().out)["cpu_probe_cache"]
+    assert cached["compile"]["compile probe v1 | demo shape"]["compiled_ms"] == 379.5
+    assert list(cached["threads"]) == ["block 192w"]  # another machine's entry is not listed
+    assert cached["precision"] == {}
+    assert main(["info", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "cached threads probe (ms at N threads)" in out and "1=125.7, 2=68.6" in out
+
+
 def test_a_failing_forward_fails_the_self_test(monkeypatch, capsys):
     def broken(self, tokens, cache=None):
         raise RuntimeError("kernel exploded")

@@ -2,7 +2,8 @@
 
 Prints the devices (CUDA GPUs with their free memory and peak FLOP/s, MPS, the CPU), the
 torch / CUDA / cuDNN versions, the CPU model, cores and torch threads, free memory, the
-precision `train.dtype=auto` would choose, and then a self-test: a tiny Transformer's
+precision `train.dtype=auto` would choose, what the CPU probes measured on this machine
+(precision, threads, torch.compile: runtime.machine_cache), and then a self-test: a tiny Transformer's
 forward and backward on the chosen device, in that precision, timed. Exit status 1 when the
 self-test fails, so a job script can stop before a long run would.
 """
@@ -171,6 +172,11 @@ def _print_text(info: dict) -> None:
     if info["cuda_launch_blocking"]:
         print("CUDA_LAUNCH_BLOCKING=1: kernels run synchronously (errors point at their line)")
     print(f"device {info['device']}: {info['precision']['description']}")
+    for name, entries in info["cpu_probe_cache"].items():
+        for label, figures in entries.items():
+            unit = " (ms at N threads)" if name == "threads" else ""
+            shown = ", ".join(f"{k}={v}" for k, v in figures.items() if k != "date")
+            print(f"cached {name} probe{unit}, {figures.get('date', '?')}: {label}: {shown}")
     test = info["self_test"]
     if test["passed"]:
         print(f"self-test passed: forward + backward on {test['device']} in "
@@ -184,6 +190,7 @@ def run(args, extra: list[str]) -> int:
     if args.blocking:
         # Read once, when CUDA initialises: set before anything touches torch.cuda.
         os.environ["CUDA_LAUNCH_BLOCKING"] = "1"
+    from unmask.runtime import machine_cache
     from unmask.runtime.device import choose_precision, pick_device
 
     info = describe_machine()
@@ -192,6 +199,8 @@ def run(args, extra: list[str]) -> int:
     info["device"] = str(device)
     info["precision"] = {"dtype": precision.dtype, "source": precision.source,
                          "description": precision.describe()}
+    info["cpu_probe_cache"] = {name: machine_cache.this_machine(name)
+                               for name in ("precision", "threads", "compile")}
     info["self_test"] = self_test(device, precision.autocast)
     if args.json:
         print(json.dumps(info, indent=1))

@@ -78,3 +78,11 @@ def write_cache(name: str, key: str, figures: dict[str, float]) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+def this_machine(name: str) -> dict[str, dict]:
+    """`name`'s cached figures measured on this machine (at this thread count), by the rest of
+    their key (the probe and the model shape); what `unmask info` lists."""
+    prefix = f"{machine_key()} | "
+    return {key.removeprefix(prefix): figures for key, figures in read_cache(name).items()
+            if key.startswith(prefix) and isinstance(figures, dict)}
