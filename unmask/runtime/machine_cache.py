@@ -1,8 +1,8 @@
 """What this machine measured once, kept per machine: the CPU probes' cache files.
 
-The start-up probes (precision, torch.compile) time real work; their figures depend on the
-CPU, its feature flags, the torch version and the thread count, so they are cached under a key
-made of those, in `$XDG_CACHE_HOME/unmask/<name>.json` (default `~/.cache/unmask/`).
+The start-up probes (precision, threads, torch.compile) time real work; their figures depend
+on the CPU, its feature flags, the torch version and the thread count, so they are cached
+under a key made of those, in `$XDG_CACHE_HOME/unmask/<name>.json` (default `~/.cache/unmask/`).
 `UNMASK_PRECISION_CACHE=0` turns every probe cache off (each start measures again).
 """
 
