@@ -198,25 +198,28 @@ def nanogpt_ms_per_iter(path: Path, iters: int, skip: int,
 NANOGPT_TARGET = 1.1  # the issue's target: our tokens/s >= 1.1 x nanoGPT's, same recipe
 
 
-def ours_ms_per_iter(compile_: str, iters: int, skip: int, threads: int | None) -> float:
+def ours_ms_per_iter(compile_: str, iters: int, skip: int, threads: int | None,
+                     data: str) -> float:
     """Median ms per step of the project's `nanogpt-cpu-lm` (float32, as nanoGPT trains on a
     CPU), after `skip` steps (and compiling), timed in this process."""
     cfg = resolve_config("nanogpt-cpu-lm", {"train.dtype": "float32", "train.progress": False,
                                             "train.save_checkpoints": False,
                                             "train.compile": compile_,
                                             "train.threads": threads or 0})
-    trainer = Trainer(cfg, resolve_dataset("tinyshakespeare"),
+    trainer = Trainer(cfg, resolve_dataset(data),
                       Path(SCRATCH.name) / f"nanogpt-cpu-lm-{compile_}", log=lambda *_: None)
     trainer.model.train()
     steps_of(trainer, skip)
     return 1000 * statistics.median(steps_of(trainer, 1) for _ in range(iters - skip))
 
 
-def ours_in_a_new_process(compile_: str, iters: int, skip: int, threads: int | None) -> float:
+def ours_in_a_new_process(compile_: str, iters: int, skip: int, threads: int | None,
+                          data: str) -> float:
     """`ours_ms_per_iter` in a fresh interpreter, as nanoGPT's train.py runs in one: on this
     VM the same step differs by up to ~20 % from one process to the next, so each round
     samples a new process for every contender."""
-    cmd = [sys.executable, __file__, "--ours-worker", compile_, "--nanogpt-iters", str(iters)]
+    cmd = [sys.executable, __file__, "--ours-worker", compile_, "--nanogpt-iters", str(iters),
+           "--data", data]
     if threads:
         cmd += ["--threads", str(threads)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -241,7 +244,7 @@ def nanogpt_comparison(path: Path, args) -> dict:
                 ms, cmd = nanogpt_ms_per_iter(path, iters, skip, args.threads)
             else:
                 ms = ours_in_a_new_process("true" if key == "compiled" else "false", iters,
-                                           skip, args.threads)
+                                           skip, args.threads, args.data)
             times[key].append(ms)
     print(f"nanoGPT command (in {path}): python {' '.join(cmd[1:])}")
     ms = {key: statistics.median(values) for key, values in times.items()}
@@ -287,7 +290,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.ours_worker:  # one timed process of nanogpt_comparison
         skip = max(3, args.nanogpt_iters // 10)
-        print(ours_ms_per_iter(args.ours_worker, args.nanogpt_iters, skip, args.threads))
+        print(ours_ms_per_iter(args.ours_worker, args.nanogpt_iters, skip, args.threads,
+                               args.data))
         return
     device = pick_device(args.device)
     gpu = device.type == "cuda"

@@ -3,9 +3,9 @@
 Prints the devices (CUDA GPUs with their free memory and peak FLOP/s, MPS, the CPU), the
 torch / CUDA / cuDNN versions, the CPU model, cores and torch threads, free memory, the
 precision `train.dtype=auto` would choose, what the CPU probes measured on this machine
-(precision, threads, torch.compile: runtime.machine_cache), and then a self-test: a tiny Transformer's
-forward and backward on the chosen device, in that precision, timed. Exit status 1 when the
-self-test fails, so a job script can stop before a long run would.
+(precision, threads, torch.compile: runtime.machine_cache), and then a self-test: a tiny
+Transformer's forward and backward on the chosen device, in that precision, timed. Exit
+status 1 when the self-test fails, so a job script can stop before a long run would.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ COMPILE_MARGIN = 0.05  # the compiled step must save >= 5 % to be worth a change
 LONG_RUN_FLOPS = 1e13  # ~1-2 minutes of 2 CPU cores: shorter runs never pay a cold compile
 PROBE_VERSION = 1  # part of the cache key: bump when the measurement changes
 CACHE_NAME = "compile"
+FIELDS = ("eager_ms", "compiled_ms", "compile_s")  # what the cache keeps per key
 
 
 @dataclass(frozen=True)
@@ -115,28 +116,24 @@ def cpu_compile(model: torch.nn.Module, tokens: torch.Tensor, amp: torch.dtype |
     """The choice for a long CPU run of `steps` more steps, and the module to train with
     (compiled already when compiling was measured now and chosen). `label` names the model
     shape and batch for the cache."""
-    key, use_cache = _key(label), machine_cache.use_cache()
-    hit = machine_cache.read_cache(CACHE_NAME).get(key) if use_cache else None
-    if isinstance(hit, dict) and {"eager_ms", "compiled_ms", "compile_s"} <= hit.keys():
-        eager_ms, compiled_ms = float(hit["eager_ms"]), float(hit["compiled_ms"])
-        compile_s = float(hit["compile_s"])
+    key = _key(label)
+    hit = machine_cache.lookup(CACHE_NAME, key, FIELDS)
+    if hit is not None:
+        eager_ms, compiled_ms, compile_s = (hit[field] for field in FIELDS)
         if not saves_time(eager_ms, compiled_ms, compile_s, steps):
             return CompileChoice(False, "cached", eager_ms, compiled_ms, compile_s, steps), model
         compiled = torch.compile(model)  # compile now, to time it: the next start weighs that
         compile_s = _first_call_s(compiled, tokens, amp, eager_ms)
-        machine_cache.write_cache(CACHE_NAME, key, {"eager_ms": eager_ms,
-                                                    "compiled_ms": compiled_ms,
-                                                    "compile_s": compile_s})
+        machine_cache.write_cache(CACHE_NAME, key, dict(zip(FIELDS, (eager_ms, compiled_ms,
+                                                                     compile_s))))
         return CompileChoice(True, "cached", eager_ms, compiled_ms, compile_s, steps), compiled
     time_steps(model, tokens, amp, 1)  # warm-up
     eager_ms = min(time_steps(model, tokens, amp, reps))
     compiled = torch.compile(model)
     compile_s = _first_call_s(compiled, tokens, amp, eager_ms)
     compiled_ms = min(time_steps(compiled, tokens, amp, reps))
-    if use_cache:
-        machine_cache.write_cache(CACHE_NAME, key, {"eager_ms": eager_ms,
-                                                    "compiled_ms": compiled_ms,
-                                                    "compile_s": compile_s})
+    machine_cache.write_cache(CACHE_NAME, key,
+                              dict(zip(FIELDS, (eager_ms, compiled_ms, compile_s))))
     # Compiling is paid for now: keep it if the steps are faster at all (by the margin).
     chosen = saves_time(eager_ms, compiled_ms, 0.0, steps)
     choice = CompileChoice(chosen, "measured", eager_ms, compiled_ms, compile_s, steps)

@@ -65,8 +65,20 @@ def read_cache(name: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def lookup(name: str, key: str, fields) -> dict[str, float] | None:
+    """`key`'s figures in cache `name`, when the caches are on and it holds every one of
+    `fields`; else None (measure)."""
+    hit = read_cache(name).get(key) if use_cache() else None
+    if not isinstance(hit, dict) or not set(fields) <= hit.keys():
+        return None
+    return {field: float(hit[field]) for field in fields}
+
+
 def write_cache(name: str, key: str, figures: dict[str, float]) -> None:
-    """Adds or replaces `key`'s figures (atomically); a read-only home is not an error."""
+    """Adds or replaces `key`'s figures (atomically) when the caches are on; a read-only home
+    is not an error."""
+    if not use_cache():
+        return
     path = cache_path(name)
     entries = read_cache(name)
     entries[key] = {**{k: round(v, 3) for k, v in figures.items()},

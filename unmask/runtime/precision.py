@@ -244,10 +244,10 @@ def cpu_precision(shape: ProbeShape = DEMO_SHAPE) -> PrecisionChoice:
         raise UserError(f"{PRECISION_ENV}={forced!r}: use float32, bfloat16 or auto")
     if not onednn_bf16_supported():
         return PrecisionChoice("float32", "unsupported")
-    key, use_cache = f"{machine_key()} | {shape.label()}", machine_cache.use_cache()
-    hit = read_cache().get(key) if use_cache else None
-    if isinstance(hit, dict) and {"fp32_ms", "bf16_ms"} <= hit.keys():
-        fp32_ms, bf16_ms = float(hit["fp32_ms"]), float(hit["bf16_ms"])
+    key = f"{machine_key()} | {shape.label()}"
+    hit = machine_cache.lookup("precision", key, ("fp32_ms", "bf16_ms"))
+    if hit is not None:
+        fp32_ms, bf16_ms = hit["fp32_ms"], hit["bf16_ms"]
         return PrecisionChoice(decide(fp32_ms, bf16_ms), "cached", fp32_ms, bf16_ms, key,
                                shape=shape.label())
     probe = time_probe(**shape.probe_args())
@@ -256,8 +256,7 @@ def cpu_precision(shape: ProbeShape = DEMO_SHAPE) -> PrecisionChoice:
         # not emulated bf16's loss (~3x); the next start measures again.
         return PrecisionChoice("float32", "measured", probe.fp32_ms, probe.bf16_ms, key, False,
                                shape.label())
-    if use_cache:
-        machine_cache.write_cache("precision", key,
-                                  {"fp32_ms": probe.fp32_ms, "bf16_ms": probe.bf16_ms})
+    machine_cache.write_cache("precision", key,
+                              {"fp32_ms": probe.fp32_ms, "bf16_ms": probe.bf16_ms})
     return PrecisionChoice(decide(probe.fp32_ms, probe.bf16_ms), "measured", probe.fp32_ms,
                            probe.bf16_ms, key, shape=shape.label())

@@ -53,18 +53,17 @@ def cpu_threads(shape: ProbeShape) -> ThreadChoice:
     counts = candidates(default)
     if len(counts) == 1:
         return ThreadChoice(default, "one-core")
-    key, use_cache = f"{machine_cache.machine_key()} | {shape.label()}", machine_cache.use_cache()
-    hit = machine_cache.read_cache(CACHE_NAME).get(key) if use_cache else None
-    if isinstance(hit, dict) and all(str(n) in hit for n in counts):
-        step_ms = {n: float(hit[str(n)]) for n in counts}
+    key = f"{machine_cache.machine_key()} | {shape.label()}"
+    hit = machine_cache.lookup(CACHE_NAME, key, [str(n) for n in counts])
+    if hit is not None:
+        step_ms = {n: hit[str(n)] for n in counts}
         return ThreadChoice(fewest_fast_enough(step_ms, default), "cached", step_ms)
     probes = precision.time_threads(counts, **shape.probe_args())
     # The precision training will use is not chosen yet: the faster of the two stands in.
     step_ms = {n: min(p.fp32_ms, p.bf16_ms) for n, p in probes.items()}
     if not all(p.steady for p in probes.values()):  # a busy machine: keep torch's choice
         return ThreadChoice(default, "measured, unsteady: default kept", step_ms)
-    if use_cache:
-        machine_cache.write_cache(CACHE_NAME, key, {str(n): ms for n, ms in step_ms.items()})
+    machine_cache.write_cache(CACHE_NAME, key, {str(n): ms for n, ms in step_ms.items()})
     return ThreadChoice(fewest_fast_enough(step_ms, default), "measured", step_ms)
 
 
