@@ -267,6 +267,55 @@ def test_threshold_zero_decodes_a_block_per_call_and_one_is_confidence():
     assert torch.equal(a, b)
 
 
+class HalfSure(nn.Module):
+    """Logits sure of token (position % 7) at even positions, flat at odd ones."""
+
+    def __init__(self, length: int):
+        super().__init__()
+        self.cfg = ModelConfig(block_size=length, vocab_size=VEXT)
+        logits = torch.zeros(length, VEXT)
+        even = torch.arange(0, length, 2)
+        logits[even, even % 7] = 30.0
+        self.fixed = nn.Parameter(logits, requires_grad=False)  # samplers read its device
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fixed.expand(x.size(0), -1, -1)
+
+
+def test_random_threshold_adds_the_sure_positions_to_the_random_reveals():
+    probs = torch.tensor([[[0.95, 0.05], [0.60, 0.40], [0.91, 0.09], [0.55, 0.45]]])
+    masked = torch.tensor([[True, True, True, False]])
+    view = _view(probs, masked, step=0, steps=1000, threshold=0.9)
+    # step 0 of 1000: the random rule reveals each mask w.p. 0.001, the seed here none
+    assert not reveal_random(_view(probs, masked, step=0, steps=1000)).any()
+    assert POLICIES["random-threshold"](view).tolist() == [[True, False, True, False]]
+    last = POLICIES["random-threshold"](_view(probs, masked, step=999, steps=1000))
+    assert torch.equal(last, masked)  # the last step reveals every mask
+
+
+def test_random_threshold_one_is_random_and_sure_tokens_cost_no_steps():
+    model = _model()
+    a = final_state(_sampler("random-threshold", model).generate(
+        model, _request(threshold=1.0), torch.Generator().manual_seed(6))).tokens
+    b = final_state(_sampler("random", model).generate(
+        model, _request(), torch.Generator().manual_seed(6))).tokens
+    assert torch.equal(a, b)  # nothing reaches probability 1: plain MDLM ancestral order
+    calls = {}
+    for name in ("random", "random-threshold"):
+        model = HalfSure(40)
+        request = _request(length=40, prompt_ids=(), steps=40, num_samples=2)
+        events = list(_sampler(name, model).generate(model, request,
+                                                     torch.Generator().manual_seed(7)))
+        check_stream(events, request)
+        calls[name] = model.calls
+        if name == "random-threshold":  # every sure position is revealed by the first call
+            assert events[0].revealed[:, ::2].all()
+        assert torch.equal(events[-1].tokens[:, ::2], (torch.arange(0, 40, 2) % 7).expand(2, -1))
+    assert calls["random-threshold"] < calls["random"]
+
+
 def test_random_reveals_at_mdlms_rate():
     masked = torch.ones(1, 20000, dtype=torch.bool)
     view = StepView(torch.zeros(1, 1, 2), torch.zeros(1, 20000), masked, 1, 4,

@@ -49,7 +49,7 @@ def test_unknown_sampling_policy_lists_the_policies():
     model = Transformer(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=12))
     assert _message(generate, model, vocab_size=10, mask_id=10, length=4, policy="best") == (
         "unknown sampling policy 'best'; choose one of confidence, random, margin, entropy, "
-        "threshold, calibrated")
+        "threshold, random-threshold, calibrated")
 
 
 def test_causal_sampler_refuses_holes_before_the_end():

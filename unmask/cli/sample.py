@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="checkpoint dir or run dir (best, else latest)")
     p.add_argument("--policy", help="sampler: confidence, margin, entropy or random "
                                     "(unmasking order), calibrated (PC-Sampler order), "
-                                    "threshold (parallel decoding), "
+                                    "threshold (parallel decoding), random-threshold "
+                                    "(random order + parallel decoding), "
                                     "remdm-cap|rescale|conf|loop (ReMDM remasking), causal "
                                     "(a language_model checkpoint), remask (a self_correction "
                                     "checkpoint: also re-mask tokens it flags); default: the "
@@ -37,8 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--animate", action="store_true",
                    help="watch the masks turn into text first (a terminal only; needs rich)")
     p.add_argument("--threshold", type=float,
-                   help="threshold policy: reveal every position at least this confident "
-                        "each step (default 0.9)")
+                   help="threshold, random-threshold: reveal every position at least this "
+                        "confident each step (default 0.9)")
     p.add_argument("--eta", type=float,
                    help="remdm-* policies: remasking strength (default: the schedule's)")
     p.add_argument("--position-decay", type=float,

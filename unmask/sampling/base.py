@@ -33,7 +33,7 @@ class SampleRequest:
     top_p: float = 1.0  # 1 = no nucleus filter
     block_length: int = 0  # > 0: fill left to right in blocks of this size (LLaDA)
     gumbel64: bool = False  # draw by float64 Gumbel-max instead of multinomial (ReMDM)
-    threshold: float = 0.9  # `threshold` policy: reveal every mask this confident (Fast-dLLM)
+    threshold: float = 0.9  # `threshold`, `random-threshold`: reveal every mask this sure
     eta: float | None = None  # ReMDM remasking strength (None: the schedule's paper default)
     position_decay: float = 0.0  # `calibrated` policy: score x exp(-decay x position) (PC-Sampler)
     # Infill: the whole row, [MASK] (mask_id) where to generate, real tokens kept as they are.

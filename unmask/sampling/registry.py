@@ -25,6 +25,7 @@ from unmask.sampling.unmasking import (
     reveal_margin,
     reveal_most_confident,
     reveal_random,
+    reveal_random_above_threshold,
 )
 
 if TYPE_CHECKING:
@@ -81,6 +82,10 @@ SAMPLERS: dict[str, SamplerEntry] = {
         "reveal every position at least --threshold confident each step, at least one "
         "(Fast-dLLM parallel decoding)",
         ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_above_threshold)),
+    "random-threshold": SamplerEntry(
+        "MDLM ancestral order, plus every position at least --threshold confident each step "
+        "(Fast-dLLM's rule on the random order: fewer network calls, the same diversity)",
+        ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_random_above_threshold)),
     "calibrated": SamplerEntry(
         "reveal by confidence x the token's surprisal under the row's mean prediction, "
         "weighted exp(-position_decay x position) (PC-Sampler; --position-decay)",

@@ -13,6 +13,12 @@ Policies (each batched over rows: no per-row Python loop):
 - `threshold`: every mask whose drawn token has probability >= `request.threshold`, and at
   least the k of `confidence` (Fast-dLLM's parallel decoding; with steps = length, k = 1).
   It usually finishes well before the step budget: the budget is a ceiling, not a target;
+- `random-threshold`: MDLM's ancestral order plus every mask whose drawn token is at least
+  `request.threshold` probable. Fast-dLLM's rule on top of the order that keeps the model's
+  diversity (confidence order fills in frequent tokens first and repeats itself): a nearly
+  sure token is the same whether drawn now or later, so revealing it early changes little
+  but empties the row sooner, and the steps left with nothing to reveal cost no call (the
+  cache below);
 - `calibrated`: PC-Sampler's order (Huang et al. 2025): confidence times the drawn token's
   surprisal under a background distribution, times exp(-`position_decay` x position), so
   tokens predicted everywhere (a space, "the") are not placed first. The background here is
@@ -109,6 +115,11 @@ def reveal_above_threshold(v: StepView) -> torch.Tensor:
     return sure | reveal_most_confident(v)
 
 
+def reveal_random_above_threshold(v: StepView) -> torch.Tensor:
+    """MDLM's ancestral reveals plus every mask whose drawn token is >= `threshold` probable."""
+    return reveal_random(v) | (v.masked & (v.confidence >= v.request.threshold))
+
+
 SURPRISAL_FLOOR = 1e-4  # background probabilities are clipped here (PC-Sampler's epsilon)
 
 
@@ -139,6 +150,7 @@ POLICIES: dict[str, Policy] = {
     "margin": reveal_margin,
     "entropy": reveal_entropy,
     "threshold": reveal_above_threshold,
+    "random-threshold": reveal_random_above_threshold,
     "calibrated": reveal_calibrated,
 }
 
