@@ -277,10 +277,8 @@ class HalfSure(nn.Module):
         even = torch.arange(0, length, 2)
         logits[even, even % 7] = 30.0
         self.fixed = nn.Parameter(logits, requires_grad=False)  # samplers read its device
-        self.calls = 0
 
     def forward(self, x):
-        self.calls += 1
         return self.fixed.expand(x.size(0), -1, -1)
 
 
@@ -304,7 +302,7 @@ def test_random_threshold_one_is_random_and_sure_tokens_cost_no_steps():
     assert torch.equal(a, b)  # nothing reaches probability 1: plain MDLM ancestral order
     calls = {}
     for name in ("random", "random-threshold"):
-        model = HalfSure(40)
+        model = Counting(HalfSure(40))
         request = _request(length=40, prompt_ids=(), steps=40, num_samples=2)
         events = list(_sampler(name, model).generate(model, request,
                                                      torch.Generator().manual_seed(7)))

@@ -84,7 +84,7 @@ SAMPLERS: dict[str, SamplerEntry] = {
         ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_above_threshold)),
     "random-threshold": SamplerEntry(
         "MDLM ancestral order, plus every position at least --threshold confident each step "
-        "(Fast-dLLM's rule on the random order: fewer network calls, the same diversity)",
+        "(Fast-dLLM's rule on the random order: the row empties sooner, near random's diversity)",
         ("token_classifier",), (), lambda pre: UnmaskingSampler(reveal_random_above_threshold)),
     "calibrated": SamplerEntry(
         "reveal by confidence x the token's surprisal under the row's mean prediction, "

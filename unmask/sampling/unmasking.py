@@ -108,16 +108,20 @@ def reveal_random(v: StepView) -> torch.Tensor:
     return (draws.to(v.masked.device) < (t - s) / t) & v.masked
 
 
+def sure_masks(v: StepView) -> torch.Tensor:
+    """The masks whose drawn token is at least `request.threshold` probable (Fast-dLLM)."""
+    return v.masked & (v.confidence >= v.request.threshold)
+
+
 def reveal_above_threshold(v: StepView) -> torch.Tensor:
-    """Fast-dLLM: every mask whose drawn token is at least `threshold` probable, and never
-    fewer than `confidence` would reveal (at least one; all at the block's last step)."""
-    sure = v.masked & (v.confidence >= v.request.threshold)
-    return sure | reveal_most_confident(v)
+    """Fast-dLLM: every sure mask, and never fewer than `confidence` would reveal (at least
+    one; all at the block's last step)."""
+    return sure_masks(v) | reveal_most_confident(v)
 
 
 def reveal_random_above_threshold(v: StepView) -> torch.Tensor:
-    """MDLM's ancestral reveals plus every mask whose drawn token is >= `threshold` probable."""
-    return reveal_random(v) | (v.masked & (v.confidence >= v.request.threshold))
+    """MDLM's ancestral reveals plus every sure mask."""
+    return reveal_random(v) | sure_masks(v)
 
 
 SURPRISAL_FLOOR = 1e-4  # background probabilities are clipped here (PC-Sampler's epsilon)
