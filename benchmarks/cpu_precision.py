@@ -28,7 +28,7 @@ from unmask.config.presets import resolve_config
 from unmask.data.dataset import Dataset
 from unmask.data.prepare import prepare
 from unmask.model.sizing import probe_shape
-from unmask.runtime import precision
+from unmask.runtime import machine_cache, precision
 from unmask.train.trainer import Trainer
 
 # MEASUREMENTS.md, Intel Xeon with AVX-512 and emulated bf16: cpu-demo at 12,600 tokens/s in
@@ -37,7 +37,7 @@ EMULATED_XEON_MS = (6144 / 12600 * 1000, 6144 / 3900 * 1000)
 
 
 def cpu_bf16_flags() -> str:
-    flags = (precision.cpuinfo_field("flags") or "").split()
+    flags = (machine_cache.cpuinfo_field("flags") or "").split()
     found = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     return " ".join(found) or "none of avx512f/avx512_bf16/amx_bf16"
 

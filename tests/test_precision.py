@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unmask.errors import UserError
-from unmask.runtime import device, precision
+from unmask.runtime import device, machine_cache, precision
 from unmask.runtime.device import autocast_dtype, choose_precision
 from unmask.runtime.precision import PrecisionChoice, cpu_precision, decide
 
@@ -19,7 +19,7 @@ def _isolated(monkeypatch, tmp_path):
     """Each test gets its own cache folder, no overrides, and oneDNN claiming bf16 support."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv(precision.PRECISION_ENV, raising=False)
-    monkeypatch.delenv(precision.CACHE_ENV, raising=False)
+    monkeypatch.delenv(machine_cache.CACHE_ENV, raising=False)
     monkeypatch.setattr(precision, "onednn_bf16_supported", lambda: True)
 
 
@@ -132,7 +132,7 @@ def test_thread_count_is_part_of_the_key():
 
 
 def test_cache_can_be_ignored(probe, monkeypatch):
-    monkeypatch.setenv(precision.CACHE_ENV, "0")
+    monkeypatch.setenv(machine_cache.CACHE_ENV, "0")
     cpu_precision()
     cpu_precision()
     assert probe.calls == 2 and not precision.cache_path().exists()

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from unmask.model.transformer import Transformer
-from unmask.sampling.base import filter_logits
+from unmask.sampling.draw import filter_logits
 from unmask.sampling.unmasking import POLICIES, generate, sample
 
 V, MASK = 65, 65

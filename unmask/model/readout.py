@@ -1,10 +1,8 @@
-"""Reading a self-correcting model's outputs: which id flags a token, and which tokens it flags."""
+"""Reading a self-correcting model's outputs: which tokens it flags, and with what bias."""
 
 from __future__ import annotations
 
 import torch
-
-from unmask.noise.corruption import remask_id_for as remask_id_for  # re-exported
 
 
 def flag_from_logits(logits: torch.Tensor, vocab_size: int, remask_id: int,

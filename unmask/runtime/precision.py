@@ -30,7 +30,6 @@ import torch.nn.functional as F
 
 from unmask.errors import UserError
 from unmask.runtime import machine_cache
-from unmask.runtime.machine_cache import CACHE_ENV, cpuinfo_field  # noqa: F401 (re-exported)
 
 BF16_MARGIN = 0.10  # bf16 must save >= 10 % of the step: a near-tie is not worth its rounding
 MAX_SPREAD = 0.25  # trust (and cache) a probe only if each precision's two fastest steps agree

@@ -15,7 +15,6 @@ import torch
 import torch.nn as nn
 
 from unmask.errors import UserError
-from unmask.sampling.draw import filter_logits, sample_tokens  # noqa: F401  (public here too)
 
 
 @dataclass(frozen=True)
