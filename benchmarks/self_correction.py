@@ -7,7 +7,7 @@ detection precision/recall/F1 of the first pass, and the character error rate be
 after the remasking sampler repairs them. Target (issue 4): CER after <= 5 %, F1 >= 0.80.
 
     .venv/bin/python benchmarks/self_correction.py [--out out/self_correction]
-        [--eval-only] [--resume] [--section.key=value ...]
+        [--proofreader remask|channel] [--eval-only] [--resume] [--section.key=value ...]
 
 Extra `--section.key=value` arguments override the config (e.g. --train.max_iters=400).
 """
@@ -24,7 +24,7 @@ from common import Timer, header
 from unmask.cli.errors import parse_overrides
 from unmask.config.presets import resolve_config
 from unmask.data.dataset import resolve_dataset
-from unmask.eval.repair import evaluate_repair
+from unmask.eval.repair import PROOFREADERS, evaluate_repair
 from unmask.train.trainer import Trainer
 
 # The demo budget is the demo's training wall time (469 s here): the cpu-demo model (4L/192,
@@ -58,6 +58,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.10)
     parser.add_argument("--change-margin", type=float, default=1.0,
                         help="repair: see `unmask eval --change-margin`")
+    parser.add_argument("--proofreader", default="remask", choices=tuple(PROOFREADERS),
+                        help="repair: see `unmask eval --proofreader`")
+    parser.add_argument("--prior-rate", type=float, default=None,
+                        help="repair with the channel proofreader: its prior error rate "
+                             "(default: --rate)")
     parser.add_argument("--eval-only", action="store_true", help="score the existing run")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUT/latest (exact resume)")
@@ -81,13 +86,17 @@ def main() -> None:
                                            / max(1, result["step"] - first_step))
     with Timer() as timer:
         repair = evaluate_repair(args.out, args.rate, device="cpu",
-                                 change_margin=args.change_margin)
+                                 change_margin=args.change_margin,
+                                 proofreader=args.proofreader, prior_rate=args.prior_rate)
     repair["repair_wall_seconds"] = round(timer.seconds, 1)
     print(json.dumps({"train": result, "repair": repair}, indent=1))
     met = repair["cer_after"] <= 0.05 and repair["repair_f1"] >= 0.80
     print(f"target (cer_after <= 0.05 and repair_f1 >= 0.80): {'met' if met else 'MISSED'}")
+    knobs = (f"--change-margin {args.change_margin}" if args.proofreader == "remask" else
+             "--proofreader channel"
+             + (f" --prior-rate {args.prior_rate}" if args.prior_rate is not None else ""))
     print(f"reproduce the evaluation: .venv/bin/unmask eval {args.out} --repair {args.rate} "
-          f"--change-margin {args.change_margin} --json")
+          f"{knobs} --json")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,18 @@ def shakespeare(tmp_path_factory) -> Dataset:
     return Dataset.load(prepare("tinyshakespeare", tmp_path_factory.mktemp("data") / "ts"))
 
 
+@pytest.fixture(scope="session")
+def sc_run(shakespeare, tmp_path_factory):
+    """A tiny self_correction run (20 steps of the debug preset) for the repair tests."""
+    from unmask.cli.main import main
+    root = tmp_path_factory.mktemp("sc")
+    assert main(["train", "debug", "--data", str(shakespeare.path), "--out", str(root / "run"),
+                 "--train.objective=self_correction", "--train.max_iters=20",
+                 "--train.progress=false", "--self_correction.proofreading_warmup_iters=10",
+                 "--self_correction.masking_warmup_iters=10"]) == 0
+    return root / "run"
+
+
 @pytest.fixture
 def tiny_model_config() -> ModelConfig:
     return ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=72)

@@ -51,16 +51,6 @@ def test_oracle_detects_and_repairs_everything():
     assert r["cer_after_oracle_detection"] == 0.0
 
 
-@pytest.fixture(scope="module")
-def sc_run(shakespeare, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sc")
-    assert main(["train", "debug", "--data", str(shakespeare.path), "--out", str(root / "run"),
-                 "--train.objective=self_correction", "--train.max_iters=20",
-                 "--train.progress=false", "--self_correction.proofreading_warmup_iters=10",
-                 "--self_correction.masking_warmup_iters=10"]) == 0
-    return root / "run"
-
-
 def test_eval_repair_json(sc_run, capsys):
     capsys.readouterr()
     args = ["eval", str(sc_run), "--repair", "0.10", "--json", "--passages", "8"]

@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--repair", type=float, metavar="RATE",
                    help="instead: replace this fraction of characters of fixed validation "
                         "passages, report detection precision/recall/F1 and the character "
-                        "error rate before/after the remasking sampler repairs them "
+                        "error rate before/after the proofreader repairs them "
                         "(self_correction checkpoints)")
     p.add_argument("--passages", type=int, default=64,
                    help="--repair: validation passages (windows of the model's context)")
@@ -48,6 +48,14 @@ def add_parser(sub) -> None:
                         "times as probable (1 = plain argmax)")
     p.add_argument("--flag-bias", type=float, default=0.0,
                    help="--repair: added to the flag logit (> 0 flags more, < 0 fewer)")
+    p.add_argument("--proofreader", default="remask", choices=("remask", "channel"),
+                   help="--repair: 'remask' flags with the model's [WRONG] output and refills "
+                        "with the remasking sampler; 'channel' takes each character's "
+                        "noisy-channel posterior mode (its fill distribution times the "
+                        "chance of reading what is there)")
+    p.add_argument("--prior-rate", type=float, default=None,
+                   help="--proofreader channel: the expected share of wrong characters "
+                        "(default: the --repair rate)")
     p.add_argument("--repair-seed", type=int, default=0,
                    help="--repair: seed of the corruption draw (tune the knobs on one seed, "
                         "report another; default 0, the draw README's figures use)")
@@ -62,7 +70,8 @@ def run(args, extra: list[str]) -> int:
         result = evaluate_repair(args.checkpoint, args.repair, data=args.data,
                                  device=args.device, n_passages=args.passages,
                                  change_margin=args.change_margin, flag_bias=args.flag_bias,
-                                 seed=args.repair_seed)
+                                 seed=args.repair_seed, proofreader=args.proofreader,
+                                 prior_rate=args.prior_rate)
     else:
         from unmask.eval.report import evaluate_checkpoint
         result = evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device,

@@ -10,6 +10,9 @@ round(rate * L) characters per window are replaced by a random *other* character
 2. repair: the remasking sampler (greedy) turns flagged tokens into [MASK], refills them and
    checks again until a fixed point or `max_steps` (`flag_bias` and `change_margin` tune how
    eagerly it flags and how sure a refill must be to replace a flagged token);
+   With `proofreader="channel"` the repair is instead the noisy-channel posterior mode
+   (sampling/channel.py: one rule decides both whether a character is wrong and what goes
+   there), and detection is scored on the characters it changed;
 3. character error rate of the corrupted and of the repaired text against the clean one
    (repair only substitutes, so CER is the Hamming distance over the length);
    `cer_after_oracle_detection` separates the two halves of the job: the error rate left when
@@ -25,6 +28,7 @@ import torch
 from unmask.errors import UserError
 from unmask.eval.repair_metrics import char_error_rate, detection_scores
 from unmask.noise.corruption import corrupt_text_ids
+from unmask.sampling.channel import channel_repair
 from unmask.sampling.remask import detect_wrong, repair
 
 REPAIR_SEED = 0
@@ -32,6 +36,30 @@ REPAIR_SEED = 0
 REPAIR_PASSAGES = 64
 
 REPAIR_STEPS = 16
+
+
+def _remask_proofread(model, x, *, knobs: dict, seed: int, rate: float):
+    """(first-pass flags, repaired text) of the remasking sampler."""
+    flagged = detect_wrong(model, x, knobs["vocab_size"], knobs["wrong_id"],
+                           knobs["remask_target"], mask_id=knobs["mask_id"],
+                           mask_logit_bias=knobs["mask_logit_bias"],
+                           flag_bias=knobs["flag_bias"])
+    repaired = repair(model, corrupted=x, generator=torch.Generator().manual_seed(seed),
+                      **{k: v for k, v in knobs.items() if k != "prior_rate"})
+    return flagged, repaired
+
+
+def _channel_proofread(model, x, *, knobs: dict, seed: int, rate: float):
+    """(changed characters, repaired text) of the noisy-channel proofreader; its prior error
+    rate defaults to the corruption rate."""
+    prior = knobs["prior_rate"] if knobs["prior_rate"] is not None else rate
+    repaired = channel_repair(model, x, vocab_size=knobs["vocab_size"],
+                              mask_id=knobs["mask_id"], error_rate=prior)
+    return repaired != x, repaired
+
+
+# How a checkpoint proofreads (`unmask eval --proofreader`).
+PROOFREADERS = {"remask": _remask_proofread, "channel": _channel_proofread}
 
 
 def repair_passages(tokens: torch.Tensor, length: int, n: int = REPAIR_PASSAGES) -> torch.Tensor:
@@ -49,24 +77,29 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
                   wrong_id: int, remask_target: str = "wrong", mask_logit_bias: float = 0.0,
                   seed: int = REPAIR_SEED, max_steps: int = REPAIR_STEPS,
                   change_margin: float = 1.0, flag_bias: float = 0.0,
+                  proofreader: str = "remask", prior_rate: float | None = None,
                   batch_size: int = 64) -> dict:
-    """Corrupt `clean` (N, L), detect, repair; return the scores (see the module doc)."""
+    """Corrupt `clean` (N, L), detect, repair; return the scores (see the module doc).
+
+    `change_margin`, `flag_bias` and `max_steps` tune the remasking sampler; `prior_rate` is
+    the channel proofreader's prior error rate (default: `rate`)."""
+    if proofreader not in PROOFREADERS:
+        raise UserError(f"unknown proofreader '{proofreader}'; choose one of "
+                        f"{', '.join(PROOFREADERS)}")
     corrupted, replaced = corrupt_text_ids(clean, rate, vocab_size,
                                            torch.Generator().manual_seed(seed))
     device = next(model.parameters()).device
     model.eval()
     flagged, repaired, oracle = [], [], []
-    kw = dict(vocab_size=vocab_size, mask_id=mask_id, wrong_id=wrong_id,
-              remask_target=remask_target, mask_logit_bias=mask_logit_bias,
-              flag_bias=flag_bias)
+    knobs = dict(vocab_size=vocab_size, mask_id=mask_id, wrong_id=wrong_id,
+                 remask_target=remask_target, mask_logit_bias=mask_logit_bias,
+                 flag_bias=flag_bias, max_steps=max_steps, change_margin=change_margin,
+                 prior_rate=prior_rate)
     for i in range(0, clean.size(0), batch_size):
         x = corrupted[i:i + batch_size].to(device)
-        flagged.append(detect_wrong(model, x, vocab_size, wrong_id, remask_target,
-                                    mask_id=mask_id, mask_logit_bias=mask_logit_bias,
-                                    flag_bias=flag_bias).cpu())  # the first pass, scored alone
-        repaired.append(repair(model, corrupted=x, max_steps=max_steps,
-                               change_margin=change_margin,
-                               generator=torch.Generator().manual_seed(seed), **kw).cpu())
+        flags, fixed = PROOFREADERS[proofreader](model, x, knobs=knobs, seed=seed, rate=rate)
+        flagged.append(flags.cpu())
+        repaired.append(fixed.cpu())
         # The fill half alone: mask exactly the replaced characters, refill them greedily.
         hole = replaced[i:i + batch_size].to(device)
         fills = model(torch.where(hole, mask_id, x))[..., :vocab_size].argmax(-1)
@@ -85,14 +118,17 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
         "damaged": float(changed[~replaced].float().mean()) if (~replaced).any() else 0.0,
         "passages": clean.size(0), "passage_length": clean.size(1),
         "corrupted_chars": int(replaced.sum()), "rate": rate, "seed": seed,
-        "max_steps": max_steps, "change_margin": change_margin, "flag_bias": flag_bias,
+        "proofreader": proofreader, "max_steps": max_steps, "change_margin": change_margin,
+        "flag_bias": flag_bias, "prior_rate": (None if proofreader != "channel"
+                       else prior_rate if prior_rate is not None else rate),
     }
 
 
 def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
                     device: str = "auto", n_passages: int = REPAIR_PASSAGES,
                     max_steps: int = REPAIR_STEPS, change_margin: float = 1.0,
-                    flag_bias: float = 0.0, seed: int = REPAIR_SEED) -> dict:
+                    flag_bias: float = 0.0, seed: int = REPAIR_SEED,
+                    proofreader: str = "remask", prior_rate: float | None = None) -> dict:
     """`unmask eval CKPT --repair RATE`: the repair scores of a self_correction checkpoint.
 
     `seed` draws the corruption (and the sampler's noise): choose the proofreading knobs on
@@ -122,6 +158,7 @@ def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
                            mask_id=tok.mask_id, wrong_id=tok.special_id("wrong"),
                            remask_target=pre.config.self_correction.remask_target,
                            mask_logit_bias=bias, max_steps=max_steps,
-                           change_margin=change_margin, flag_bias=flag_bias, seed=seed)
+                           change_margin=change_margin, flag_bias=flag_bias, seed=seed,
+                           proofreader=proofreader, prior_rate=prior_rate)
     return {"checkpoint": pre.path, **result, "mask_logit_bias": bias,
             "remask_target": pre.config.self_correction.remask_target}
