@@ -11,7 +11,7 @@ import torch.nn as nn
 from unmask.cli.main import main
 from unmask.config.schema import ModelConfig
 from unmask.errors import UserError
-from unmask.eval.repair import repair_scores
+from unmask.eval.repair import PROOFREADERS, repair_scores
 from unmask.model.transformer import Transformer
 from unmask.sampling.channel import channel_log_likelihood, channel_repair
 from tests.test_repair_eval import MASK, V, WRONG, Oracle
@@ -150,6 +150,10 @@ def test_eval_repair_channel_cli(sc_run, capsys):
     assert main(args) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["proofreader"] == "channel" and r["prior_rate"] == 0.1
+    # the CLI lists its choices without importing torch: they must be the registry's
+    with pytest.raises(SystemExit):
+        main(args[:-1] + ["nonsense"])
+    assert f"choose from {', '.join(map(repr, PROOFREADERS))}" in capsys.readouterr().err
     n, bad = r["passages"] * r["passage_length"], r["corrupted_chars"]
     assert r["cer_after"] * n == pytest.approx(bad * (1 - r["restored"])
                                                + (n - bad) * r["damaged"])

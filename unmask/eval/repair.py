@@ -38,23 +38,21 @@ REPAIR_PASSAGES = 64
 REPAIR_STEPS = 16
 
 
-def _remask_proofread(model, x, *, knobs: dict, seed: int, rate: float):
-    """(first-pass flags, repaired text) of the remasking sampler."""
-    flagged = detect_wrong(model, x, knobs["vocab_size"], knobs["wrong_id"],
-                           knobs["remask_target"], mask_id=knobs["mask_id"],
-                           mask_logit_bias=knobs["mask_logit_bias"],
-                           flag_bias=knobs["flag_bias"])
+def _remask_proofread(model, x, sampler: dict, prior: float, seed: int):
+    """(first-pass flags, repaired text) of the remasking sampler (`sampler`: its keywords)."""
+    flagged = detect_wrong(model, x, sampler["vocab_size"], sampler["wrong_id"],
+                           sampler["remask_target"], mask_id=sampler["mask_id"],
+                           mask_logit_bias=sampler["mask_logit_bias"],
+                           flag_bias=sampler["flag_bias"])
     repaired = repair(model, corrupted=x, generator=torch.Generator().manual_seed(seed),
-                      **{k: v for k, v in knobs.items() if k != "prior_rate"})
+                      **sampler)
     return flagged, repaired
 
 
-def _channel_proofread(model, x, *, knobs: dict, seed: int, rate: float):
-    """(changed characters, repaired text) of the noisy-channel proofreader; its prior error
-    rate defaults to the corruption rate."""
-    prior = knobs["prior_rate"] if knobs["prior_rate"] is not None else rate
-    repaired = channel_repair(model, x, vocab_size=knobs["vocab_size"],
-                              mask_id=knobs["mask_id"], error_rate=prior)
+def _channel_proofread(model, x, sampler: dict, prior: float, seed: int):
+    """(changed characters, repaired text) of the noisy-channel proofreader."""
+    repaired = channel_repair(model, x, vocab_size=sampler["vocab_size"],
+                              mask_id=sampler["mask_id"], error_rate=prior)
     return repaired != x, repaired
 
 
@@ -91,13 +89,13 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
     device = next(model.parameters()).device
     model.eval()
     flagged, repaired, oracle = [], [], []
-    knobs = dict(vocab_size=vocab_size, mask_id=mask_id, wrong_id=wrong_id,
-                 remask_target=remask_target, mask_logit_bias=mask_logit_bias,
-                 flag_bias=flag_bias, max_steps=max_steps, change_margin=change_margin,
-                 prior_rate=prior_rate)
+    sampler = dict(vocab_size=vocab_size, mask_id=mask_id, wrong_id=wrong_id,
+                   remask_target=remask_target, mask_logit_bias=mask_logit_bias,
+                   flag_bias=flag_bias, max_steps=max_steps, change_margin=change_margin)
+    prior = rate if prior_rate is None else prior_rate
     for i in range(0, clean.size(0), batch_size):
         x = corrupted[i:i + batch_size].to(device)
-        flags, fixed = PROOFREADERS[proofreader](model, x, knobs=knobs, seed=seed, rate=rate)
+        flags, fixed = PROOFREADERS[proofreader](model, x, sampler, prior, seed)
         flagged.append(flags.cpu())
         repaired.append(fixed.cpu())
         # The fill half alone: mask exactly the replaced characters, refill them greedily.
@@ -119,8 +117,7 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
         "passages": clean.size(0), "passage_length": clean.size(1),
         "corrupted_chars": int(replaced.sum()), "rate": rate, "seed": seed,
         "proofreader": proofreader, "max_steps": max_steps, "change_margin": change_margin,
-        "flag_bias": flag_bias, "prior_rate": (None if proofreader != "channel"
-                       else prior_rate if prior_rate is not None else rate),
+        "flag_bias": flag_bias, "prior_rate": prior if proofreader == "channel" else None,
     }
 
 
