@@ -177,11 +177,13 @@ def test_bad_lever_values_name_the_key(override, key):
 @settings(max_examples=25, deadline=None)
 def test_input_dropout_only_ever_writes_mask_and_keeps_its_rate(p, seed):
     g = torch.Generator().manual_seed(seed)
-    inputs = torch.randint(0, 50, (8, 256))
+    inputs = torch.randint(0, 50, (64, 256))
     out = drop_input_tokens(inputs, p, 99, g)
     changed = out != inputs
     assert (out[changed] == 99).all()
-    assert abs(changed.float().mean().item() - p) < 0.03  # 2,048 draws: ~4 standard errors
+    # 16,384 draws: 0.03 is >= 7.6 standard errors at any p (at 2,048 draws it was 2.7, and
+    # one of 25 unseeded examples failed now and then)
+    assert abs(changed.float().mean().item() - p) < 0.03
     if p == 0:
         assert out is inputs
 
