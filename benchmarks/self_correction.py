@@ -24,7 +24,8 @@ from common import Timer, header
 from unmask.cli.errors import parse_overrides
 from unmask.config.presets import resolve_config
 from unmask.data.dataset import resolve_dataset
-from unmask.eval.repair import PROOFREADERS, evaluate_repair
+from unmask.eval.repair import evaluate_repair
+from unmask.sampling.proofread import PROOFREADERS
 from unmask.train.trainer import Trainer
 
 # The demo budget is the demo's training wall time (469 s here): the cpu-demo model (4L/192,

@@ -11,9 +11,10 @@ import torch.nn as nn
 from unmask.cli.main import main
 from unmask.config.schema import ModelConfig
 from unmask.errors import UserError
-from unmask.eval.repair import PROOFREADERS, repair_scores
+from unmask.eval.repair import repair_scores
 from unmask.model.transformer import Transformer
 from unmask.sampling.channel import channel_log_likelihood, channel_repair
+from unmask.sampling.proofread import PROOFREADERS
 from tests.test_repair_eval import MASK, V, WRONG, Oracle
 
 

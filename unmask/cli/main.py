@@ -5,12 +5,23 @@ from __future__ import annotations
 import argparse
 import os
 
-from unmask.cli import bench_sample, book, evaluate, info, prepare, sample, serve, train, tui
+from unmask.cli import (
+    bench_sample,
+    book,
+    evaluate,
+    info,
+    prepare,
+    proofread,
+    sample,
+    serve,
+    train,
+    tui,
+)
 from unmask.cli.errors import run_reporting_errors
 
 # Subcommand name -> module with add_parser(sub) and run(args, extra).
-COMMANDS = {m.NAME: m for m in (prepare, train, sample, evaluate, bench_sample, serve, tui,
-                                 info, book)}
+COMMANDS = {m.NAME: m for m in (prepare, train, sample, evaluate, proofread, bench_sample,
+                                 serve, tui, info, book)}
 
 
 def build_parser() -> argparse.ArgumentParser:

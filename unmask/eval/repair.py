@@ -12,7 +12,8 @@ round(rate * L) characters per window are replaced by a random *other* character
    eagerly it flags and how sure a refill must be to replace a flagged token);
    With `proofreader="channel"` the repair is instead the noisy-channel posterior mode
    (sampling/channel.py: one rule decides both whether a character is wrong and what goes
-   there), and detection is scored on the characters it changed;
+   there), and detection is scored on the characters it changed (the registry of both is
+   sampling/proofread.py's PROOFREADERS);
 3. character error rate of the corrupted and of the repaired text against the clean one
    (repair only substitutes, so CER is the Hamming distance over the length);
    `cer_after_oracle_detection` separates the two halves of the job: the error rate left when
@@ -28,36 +29,13 @@ import torch
 from unmask.errors import UserError
 from unmask.eval.repair_metrics import char_error_rate, detection_scores
 from unmask.noise.corruption import corrupt_text_ids
-from unmask.sampling.channel import channel_repair
-from unmask.sampling.remask import detect_wrong, repair
+from unmask.sampling.proofread import PROOFREADERS, require_proofreader
 
 REPAIR_SEED = 0
 
 REPAIR_PASSAGES = 64
 
 REPAIR_STEPS = 16
-
-
-def _remask_proofread(model, x, sampler: dict, prior: float, seed: int):
-    """(first-pass flags, repaired text) of the remasking sampler (`sampler`: its keywords)."""
-    flagged = detect_wrong(model, x, sampler["vocab_size"], sampler["wrong_id"],
-                           sampler["remask_target"], mask_id=sampler["mask_id"],
-                           mask_logit_bias=sampler["mask_logit_bias"],
-                           flag_bias=sampler["flag_bias"])
-    repaired = repair(model, corrupted=x, generator=torch.Generator().manual_seed(seed),
-                      **sampler)
-    return flagged, repaired
-
-
-def _channel_proofread(model, x, sampler: dict, prior: float, seed: int):
-    """(changed characters, repaired text) of the noisy-channel proofreader."""
-    repaired = channel_repair(model, x, vocab_size=sampler["vocab_size"],
-                              mask_id=sampler["mask_id"], error_rate=prior)
-    return repaired != x, repaired
-
-
-# How a checkpoint proofreads (`unmask eval --proofreader`).
-PROOFREADERS = {"remask": _remask_proofread, "channel": _channel_proofread}
 
 
 def repair_passages(tokens: torch.Tensor, length: int, n: int = REPAIR_PASSAGES) -> torch.Tensor:
@@ -81,9 +59,7 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
 
     `change_margin`, `flag_bias` and `max_steps` tune the remasking sampler; `prior_rate` is
     the channel proofreader's prior error rate (default: `rate`)."""
-    if proofreader not in PROOFREADERS:
-        raise UserError(f"unknown proofreader '{proofreader}'; choose one of "
-                        f"{', '.join(PROOFREADERS)}")
+    require_proofreader(proofreader)
     corrupted, replaced = corrupt_text_ids(clean, rate, vocab_size,
                                            torch.Generator().manual_seed(seed))
     device = next(model.parameters()).device

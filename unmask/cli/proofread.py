@@ -1,0 +1,135 @@
+"""`unmask proofread`: correct wrong characters in a text with a checkpoint's proofreader."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from unmask.cli.errors import reject_extra
+from unmask.errors import UserError
+
+NAME = "proofread"
+
+DEFAULT_PRIOR = 0.02
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(NAME, help="find and replace wrong characters in a text (typos, OCR "
+                                  "slips) with a diffusion checkpoint; prints the corrected text")
+    p.add_argument("checkpoint", help="checkpoint dir or run dir (best, else latest)")
+    p.add_argument("file", nargs="?", default="-", help="text to proofread (default: stdin)")
+    p.add_argument("--proofreader", default="channel", choices=("channel", "remask"),
+                   help="'channel' (default; any diffusion checkpoint): each character's "
+                        "noisy-channel posterior mode; 'remask' (self_correction checkpoints): "
+                        "flag with the [WRONG] output and refill with the remasking sampler")
+    p.add_argument("--prior-rate", type=float, default=DEFAULT_PRIOR,
+                   help="channel: the share of characters you expect to be wrong (higher "
+                        f"changes more; default {DEFAULT_PRIOR})")
+    p.add_argument("--change-margin", type=float, default=1.0,
+                   help="remask: replace a flagged character only by a refill this many "
+                        "times as probable (1 = plain argmax)")
+    p.add_argument("--flag-bias", type=float, default=0.0,
+                   help="remask: added to the flag logit (> 0 flags more, < 0 fewer)")
+    p.add_argument("--output", metavar="FILE", help="write the corrected text here (atomically) "
+                                                     "instead of to stdout")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true",
+                   help="print the corrected text and every change (position, from, to) as JSON")
+
+
+def run(args, extra: list[str]) -> int:
+    reject_extra(extra)
+    output = Path(args.output) if args.output else None
+    if output and not output.parent.is_dir():
+        raise UserError(f"cannot write {output}: no folder {output.parent}")
+    text = _read(args.file)
+    result = proofread_text(args.checkpoint, text, proofreader=args.proofreader,
+                            prior_rate=args.prior_rate, change_margin=args.change_margin,
+                            flag_bias=args.flag_bias, device=args.device)
+    if output:
+        _write_atomically(output, result["text"])
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    elif not output:
+        sys.stdout.write(result["text"])
+    print(f"proofread: changed {len(result['changes'])} of {result['tokens']} "
+          f"{result['unit']}s ({args.proofreader} proofreader)", file=sys.stderr)
+    return 0
+
+
+def proofread_text(checkpoint: str, text: str, *, proofreader: str = "channel",
+                   prior_rate: float = DEFAULT_PRIOR, change_margin: float = 1.0,
+                   flag_bias: float = 0.0, max_steps: int = 16, device: str = "auto") -> dict:
+    """{"text": corrected, "changes": [{"position", "from", "to"}], ...} for `text`."""
+    import torch
+
+    from unmask.model.pretrained import (
+        checkpoint_mask_logit_bias,
+        load_pretrained,
+        require_self_correction,
+    )
+    from unmask.sampling.proofread import proofread_ids
+
+    if not text:
+        raise UserError("nothing to proofread: the input is empty")
+    if not 0.0 < prior_rate < 1.0:
+        raise UserError(f"--prior-rate must be in (0, 1), got {prior_rate}")
+    if not change_margin >= 1.0:
+        raise UserError(f"--change-margin must be >= 1 (1 = plain argmax), got {change_margin}")
+    pre = load_pretrained(checkpoint, device)
+    cfg, tok = pre.config, pre.tokenizer
+    if proofreader == "remask":
+        require_self_correction(cfg, pre.path, "--proofreader remask")
+    elif (cfg.model.mode != "token_classifier" or cfg.model.binary_head
+          or cfg.train.objective == "remask_binary"):
+        raise UserError(f"{pre.path} does not fill masked text (a {cfg.model.mode} trained with "
+                        f"'{cfg.train.objective}'); proofread with a diffusion checkpoint")
+    pieces = _pieces(tok, text)
+    ids = torch.tensor([tok.mask_id if p is None else p for p in pieces])
+    sampler = dict(vocab_size=tok.vocab_size, mask_id=tok.mask_id,
+                   wrong_id=tok.special_id("wrong"),
+                   remask_target=cfg.self_correction.remask_target,
+                   mask_logit_bias=checkpoint_mask_logit_bias(pre.path, cfg),
+                   flag_bias=flag_bias, max_steps=max_steps, change_margin=change_margin)
+    fixed = proofread_ids(pre.model, ids, context=cfg.model.block_size, proofreader=proofreader,
+                          sampler=sampler, prior=prior_rate).tolist()
+    known = [p is not None for p in pieces]
+    changes = [{"position": i, "from": tok.decode([a]), "to": tok.decode([b])}
+               for i, (a, b, k) in enumerate(zip(ids.tolist(), fixed, known)) if k and a != b]
+    if all(known):
+        corrected = tok.decode(fixed)
+    else:  # a character tokenizer: characters it lacks pass through as they are
+        corrected = "".join(tok.decode([b]) if k else ch for b, k, ch in zip(fixed, known, text))
+    return {"checkpoint": pre.path, "proofreader": proofreader,
+            "prior_rate": prior_rate if proofreader == "channel" else None,
+            "unit": "character" if getattr(tok, "kind", "") == "char" else "token",
+            "tokens": len(fixed), "changes": changes, "text": corrected}
+
+
+def _pieces(tok, text: str) -> list[int | None]:
+    """Token ids of `text`; with a character tokenizer, None for each character it lacks."""
+    if getattr(tok, "kind", "") == "char":
+        stoi = tok.stoi
+        return [stoi.get(ch) for ch in text]
+    return tok.encode(text)
+
+
+def _read(file: str) -> str:
+    if file == "-":
+        return sys.stdin.read()
+    path = Path(file)
+    if not path.is_file():
+        raise UserError(f"no such file: {file}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{file} is not UTF-8 text ({err.reason}); convert it first") from None
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A crash mid-write leaves the old file (or none), never half a text."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,91 @@
+"""Proofreading: how a checkpoint repairs a text, and a whole text of any length in windows.
+
+Two proofreaders (PROOFREADERS, `--proofreader`): 'remask' flags with the model's [WRONG]
+output and refills with the remasking sampler (self_correction checkpoints); 'channel' takes
+each token's noisy-channel posterior mode (sampling/channel.py), which needs only the fill
+distribution, so any diffusion checkpoint can use it.
+
+A text longer than the model's context is read in windows that overlap by half: each position
+is edited by the one window in which it sits nearest the middle and is frozen context in the
+others, so every edited token sees at least a quarter of a context on each side (less only at
+the text's ends). Windows are independent, so they are proofread in batches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from unmask.errors import UserError
+from unmask.sampling.channel import channel_repair
+from unmask.sampling.remask import detect_wrong, repair
+
+
+def _remask_proofread(model, x, sampler: dict, prior: float, seed: int, frozen=None):
+    """(first-pass flags, repaired text) of the remasking sampler (`sampler`: its keywords)."""
+    flagged = detect_wrong(model, x, sampler["vocab_size"], sampler["wrong_id"],
+                           sampler["remask_target"], mask_id=sampler["mask_id"],
+                           mask_logit_bias=sampler["mask_logit_bias"],
+                           flag_bias=sampler["flag_bias"])
+    repaired = repair(model, corrupted=x, generator=torch.Generator().manual_seed(seed),
+                      frozen=frozen, **sampler)
+    return flagged, repaired
+
+
+def _channel_proofread(model, x, sampler: dict, prior: float, seed: int, frozen=None):
+    """(changed tokens, repaired text) of the noisy-channel proofreader."""
+    repaired = channel_repair(model, x, vocab_size=sampler["vocab_size"],
+                              mask_id=sampler["mask_id"], error_rate=prior, frozen=frozen)
+    return repaired != x, repaired
+
+
+# How a checkpoint proofreads (`unmask eval --proofreader`, `unmask proofread --proofreader`):
+# name -> fn(model, x (B, L), sampler keywords, prior error rate, seed, frozen) ->
+# (flags or changes, repaired), both (B, L).
+PROOFREADERS = {"remask": _remask_proofread, "channel": _channel_proofread}
+
+
+def require_proofreader(name: str) -> None:
+    if name not in PROOFREADERS:
+        raise UserError(f"unknown proofreader '{name}'; choose one of "
+                        f"{', '.join(PROOFREADERS)}")
+
+
+def window_plan(n: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions, owned), both (W, min(n, length)): the text positions each window reads,
+    and which of them it edits; every position is owned by exactly one window (module doc)."""
+    if n < 1 or length < 2:
+        raise UserError(f"nothing to proofread: {n} tokens with a context of {length}")
+    width = min(n, length)
+    starts = sorted(set(range(0, n - width + 1, max(1, width // 2))) | {n - width})
+    positions = torch.tensor(starts)[:, None] + torch.arange(width)
+    # distance from the window's middle; ties go to the earlier window (the row index breaks them)
+    off_middle = (torch.arange(width) - (width - 1) / 2).abs() * 2
+    score = (off_middle * len(starts) + torch.arange(len(starts))[:, None]).flatten()
+    best = torch.full((n,), float("inf")).scatter_reduce(0, positions.flatten(), score, "amin")
+    owned = (score == best[positions.flatten()]).view_as(positions)
+    return positions, owned
+
+
+@torch.no_grad()
+def proofread_ids(model, ids: torch.Tensor, *, context: int, proofreader: str,
+                  sampler: dict, prior: float, seed: int = 0, batch_size: int = 32
+                  ) -> torch.Tensor:
+    """The proofread (n,) token ids of `ids` (n,), read in windows of `context` tokens.
+
+    `sampler` holds the proofreader's keywords (vocab_size, mask_id, ...: see eval/repair.py).
+    A [MASK] in `ids` (e.g. a character the tokenizer lacks) is filled from its context."""
+    require_proofreader(proofreader)
+    device = next(model.parameters()).device
+    positions, owned = window_plan(len(ids), context)
+    ids = ids.cpu()
+    out = ids.clone()
+    for i in range(0, len(positions), batch_size):
+        rows = slice(i, i + batch_size)
+        x = ids[positions[rows]]
+        # another window's positions are context here; a [MASK] there is filled, not frozen
+        frozen = ~owned[rows] & (x < sampler["vocab_size"])
+        _, fixed = PROOFREADERS[proofreader](model, x.to(device), sampler, prior, seed,
+                                             frozen=frozen.to(device))
+        mine = owned[rows]
+        out[positions[rows][mine]] = fixed.cpu()[mine].to(out.dtype)
+    return out
