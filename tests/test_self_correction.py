@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from unmask.config.schema import SelfCorrectionConfig
-from unmask.eval.repair_metrics import char_error_rate, detection_scores
+from unmask.eval.repair_metrics import (
+    char_error_rate,
+    detection_scores,
+    passage_standard_error,
+)
 from unmask.losses.self_correction import task_weighted_loss
 from unmask.noise.corruption import corrupt, corrupt_text_ids, get_corruption_scheduler
 from unmask.objectives.self_correction_controller import MaskBiasController
@@ -202,3 +206,14 @@ def test_detection_scores_and_cer_by_hand():
     assert char_error_rate(torch.tensor([1, 2, 3, 4]), torch.tensor([1, 0, 3, 0])) == 0.5
     with pytest.raises(ValueError):
         char_error_rate(torch.tensor([1, 2]), torch.tensor([1, 2, 3]))
+
+
+def test_passage_standard_error_by_hand():
+    clean = torch.zeros(3, 4, dtype=torch.long)
+    repaired = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
+    # passage error rates 0.5, 1, 0: mean 0.5, sample variance 0.25, SE sqrt(0.25 / 3)
+    assert passage_standard_error(repaired, clean) == pytest.approx((0.25 / 3) ** 0.5)
+    assert passage_standard_error(clean, clean) == 0.0
+    assert passage_standard_error(repaired[:1], clean[:1]) is None
+    with pytest.raises(ValueError):
+        passage_standard_error(repaired, clean[:2])

@@ -27,7 +27,11 @@ from __future__ import annotations
 import torch
 
 from unmask.errors import UserError
-from unmask.eval.repair_metrics import char_error_rate, detection_scores
+from unmask.eval.repair_metrics import (
+    char_error_rate,
+    detection_scores,
+    passage_standard_error,
+)
 from unmask.noise.corruption import corrupt_text_ids
 from unmask.sampling.proofread import PROOFREADERS, require_proofreader
 
@@ -85,6 +89,8 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
         "repair_precision": d["precision"], "repair_recall": d["recall"], "repair_f1": d["f1"],
         "cer_before": char_error_rate(corrupted, clean),
         "cer_after": char_error_rate(repaired, clean),
+        # over the passages: how far another set of validation passages could move cer_after
+        "cer_after_se": passage_standard_error(repaired, clean),
         # the error rate a perfect detector would leave with this model's fills
         "cer_after_oracle_detection": char_error_rate(oracle, clean),
         # where the repair went right and wrong

@@ -28,3 +28,16 @@ def char_error_rate(a: torch.Tensor, b: torch.Tensor) -> float:
         raise ValueError(f"char_error_rate needs equal shapes, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
     return float((a != b).float().mean()) if a.numel() else 0.0
+
+
+def passage_standard_error(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Standard error of the character error rate of (N, L) passages, the passages taken as a
+    sample of the text (their error rates' sample standard deviation over sqrt(N)); None for
+    fewer than two passages."""
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"passage_standard_error needs two equal (N, L) shapes, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    if a.size(0) < 2:
+        return None
+    per_passage = (a != b).double().mean(1)
+    return float(per_passage.std() / a.size(0) ** 0.5)
