@@ -22,7 +22,7 @@ import json
 import torch
 from common import Timer, header
 
-from unmask.cli.proofread import proofread_text
+from unmask.cli.proofread import proofread_pretrained
 from unmask.data.dataset import Dataset
 from unmask.eval.repair_metrics import char_error_rate, detection_scores
 from unmask.model.pretrained import load_pretrained
@@ -51,8 +51,8 @@ def main() -> None:
     rows = []
     for prior in args.prior_rate:
         with Timer() as timer:
-            result = proofread_text(args.run, text, proofreader=args.proofreader,
-                                    prior_rate=prior, device="cpu")
+            result = proofread_pretrained(pre, text, proofreader=args.proofreader,
+                                          prior_rate=prior)
         fixed = torch.tensor(tok.encode(result["text"]))[None]
         d = detection_scores(fixed != corrupted, replaced)
         row = {"prior_rate": prior, "chars": clean.size(1),

@@ -63,14 +63,7 @@ def proofread_text(checkpoint: str, text: str, *, proofreader: str = "channel",
                    prior_rate: float = DEFAULT_PRIOR, change_margin: float = 1.0,
                    flag_bias: float = 0.0, max_steps: int = 16, device: str = "auto") -> dict:
     """{"text": corrected, "changes": [{"position", "from", "to"}], ...} for `text`."""
-    import torch
-
-    from unmask.model.pretrained import (
-        checkpoint_mask_logit_bias,
-        load_pretrained,
-        require_self_correction,
-    )
-    from unmask.sampling.proofread import proofread_ids
+    from unmask.model.pretrained import load_pretrained
 
     if not text:
         raise UserError("nothing to proofread: the input is empty")
@@ -78,7 +71,22 @@ def proofread_text(checkpoint: str, text: str, *, proofreader: str = "channel",
         raise UserError(f"--prior-rate must be in (0, 1), got {prior_rate}")
     if not change_margin >= 1.0:
         raise UserError(f"--change-margin must be >= 1 (1 = plain argmax), got {change_margin}")
-    pre = load_pretrained(checkpoint, device)
+    return proofread_pretrained(load_pretrained(checkpoint, device), text,
+                                proofreader=proofreader, prior_rate=prior_rate,
+                                change_margin=change_margin, flag_bias=flag_bias,
+                                max_steps=max_steps)
+
+
+def proofread_pretrained(pre, text: str, *, proofreader: str, prior_rate: float,
+                         change_margin: float = 1.0, flag_bias: float = 0.0,
+                         max_steps: int = 16) -> dict:
+    """proofread_text with a loaded checkpoint (`Pretrained`), for callers that proofread
+    several texts with one model."""
+    import torch
+
+    from unmask.model.pretrained import checkpoint_mask_logit_bias, require_self_correction
+    from unmask.sampling.proofread import proofread_ids
+
     cfg, tok = pre.config, pre.tokenizer
     if proofreader == "remask":
         require_self_correction(cfg, pre.path, "--proofreader remask")
