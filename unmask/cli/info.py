@@ -200,7 +200,7 @@ def run(args, extra: list[str]) -> int:
     info["precision"] = {"dtype": precision.dtype, "source": precision.source,
                          "description": precision.describe()}
     info["cpu_probe_cache"] = {name: machine_cache.this_machine(name)
-                               for name in ("precision", "threads", "compile")}
+                               for name in ("precision", "threads", "compile", "attention")}
     info["self_test"] = self_test(device, precision.autocast)
     if args.json:
         print(json.dumps(info, indent=1))

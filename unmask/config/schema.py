@@ -114,6 +114,7 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda > mps > cpu
     dtype: str = "auto"  # auto = bf16 on CUDA, and on CPU where a measured probe finds it faster
     compile: str = "auto"  # auto: CUDA always; CPU where measured faster (runtime.cpu_compile)
+    attention: str = "auto"  # sdpa | math | auto: sdpa on CUDA, measured on CPU (train.attention_probe)
     threads: int = 0  # CPU threads for torch; 0 = measured for long runs (runtime.threads)
     parallel: str = "ddp"  # several ranks: ddp (whole model per rank) | fsdp (FSDP2 shards it)
     objective: str = "auto"  # auto = causal_lm for a causal model, else mdlm (see objectives/registry.py)
@@ -138,6 +139,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.compile not in ("auto", "true", "false"):
             raise ConfigError("train.compile must be one of auto, true, false")
+        if self.attention not in ("auto", "sdpa", "math"):
+            raise ConfigError("train.attention must be one of auto, sdpa, math")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError("train.dtype must be one of auto, float32, bfloat16, float16")
         if self.parallel not in PARALLEL_MODES:

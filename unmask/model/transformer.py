@@ -15,6 +15,7 @@ import torch.utils.checkpoint
 
 from unmask.config.schema import ModelConfig
 from unmask.errors import UserError
+from unmask.model.attention_kernels import ATTENTION_KERNELS
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +58,7 @@ class Attention(nn.Module):
         # QK-norm (Dehghani et al. 2023): bounded attention logits, so a higher lr stays stable.
         head_dim = cfg.n_embd // cfg.n_head
         self.qk_norm = cfg.qk_norm
+        self.kernel = "sdpa"  # ATTENTION_KERNELS' name; Transformer.set_attention_kernel
         if cfg.qk_norm:
             self.q_norm, self.k_norm = nn.RMSNorm(head_dim), nn.RMSNorm(head_dim)
 
@@ -75,9 +77,9 @@ class Attention(nn.Module):
                 is_causal = False
                 if T > 1:
                     mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0)
+        kernel = ATTENTION_KERNELS["sdpa" if cache is not None else self.kernel]
+        y = kernel(q, k, v, attn_mask=mask, is_causal=is_causal,
+                   dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -163,6 +165,15 @@ class Transformer(nn.Module):
     def num_parameters(self) -> int:
         """Unique parameters (the tied head counts once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def set_attention_kernel(self, name: str) -> None:
+        """Compute every block's attention with ATTENTION_KERNELS[name] (decoding with a KV
+        cache always uses `sdpa`). Set it before torch.compile: the graph keeps the choice."""
+        if name not in ATTENTION_KERNELS:
+            raise UserError(f"unknown attention kernel {name!r}; choose one of "
+                            f"{', '.join(ATTENTION_KERNELS)}")
+        for block in self.blocks:
+            block.attn.kernel = name
 
     def backbone_parameters(self):
         return [p for n, p in self.named_parameters() if n.startswith(BACKBONE_PREFIXES)]
