@@ -9,6 +9,7 @@ start-up probe (train.attention_probe) measures for the attention alone and whic
 `train.attention=auto` would pick.
 
     .venv/bin/python benchmarks/attention_kernels.py [--steps 30] [--rounds 6] [--jobs demo ...]
+        [--dtype float32]
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ KERNELS = ("sdpa", "math")
 SCRATCH = tempfile.TemporaryDirectory(prefix="unmask-attention-")
 
 
-def build(job: str, kernel: str, dataset) -> Trainer:
+def build(job: str, kernel: str, dataset, dtype: str) -> Trainer:
     overrides = {**JOBS[job], "train.attention": kernel, "train.progress": False,
-                 "train.save_checkpoints": False}
+                 "train.save_checkpoints": False, "train.dtype": dtype}
     cfg = resolve_config("cpu-demo", overrides)
     return Trainer(cfg, dataset, Path(SCRATCH.name) / f"{job}-{kernel}", log=lambda *_: None)
 
@@ -52,10 +53,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--data", default="tinyshakespeare")
+    parser.add_argument("--dtype", default="auto",
+                        help="train.dtype (auto: the probe's; float32: what a CPU with "
+                             "emulated bf16 trains in)")
     args = parser.parse_args()
     header("training step time by attention kernel (train.attention=sdpa|math)")
     dataset = resolve_dataset(args.data)
-    trainers = {(job, kernel): build(job, kernel, dataset)
+    trainers = {(job, kernel): build(job, kernel, dataset, args.dtype)
                 for job in args.jobs for kernel in KERNELS}
     for trainer in trainers.values():
         trainer.model.train()

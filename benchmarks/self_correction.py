@@ -7,8 +7,8 @@ detection precision/recall/F1 of the first pass, and the character error rate be
 after the remasking sampler repairs them. Target (issue 4): CER after <= 5 %, F1 >= 0.80.
 
     .venv/bin/python benchmarks/self_correction.py [--out out/self_correction]
-        [--proofreader remask|channel] [--passages N] [--eval-only] [--resume]
-        [--section.key=value ...]
+        [--proofreader remask|channel] [--passages N] [--budget-minutes M] [--eval-only]
+        [--resume] [--section.key=value ...]
 
 Extra `--section.key=value` arguments override the config (e.g. --train.max_iters=400).
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,9 +25,11 @@ from common import Timer, header
 
 from unmask.cli.errors import parse_overrides
 from unmask.config.presets import resolve_config
+from unmask.config.schema import RunConfig, apply_overrides
 from unmask.data.dataset import resolve_dataset
 from unmask.eval.repair import evaluate_repair
 from unmask.sampling.proofread import PROOFREADERS
+from unmask.train.dry_run import dry_run
 from unmask.train.trainer import Trainer
 
 # The demo budget is the demo's training wall time (469 s here): the cpu-demo model (4L/192,
@@ -49,6 +52,28 @@ KNOBS = {
     "self_correction.weight_unmask_task": 2.0,
 }
 
+# What a budget leaves for the work it does not time: checkpoint saves, logging, the machine's
+# drift over the run (its speed moved by up to ~10 % between runs here).
+BUDGET_MARGIN = 0.04
+
+
+def fit_to_budget(cfg: RunConfig, dataset, minutes: float) -> tuple[RunConfig, dict]:
+    """`cfg` with max_iters filling `minutes` of this machine as it runs now, and the
+    curriculum warm-ups at a quarter of it (the benchmark's proportion): a fixed number of
+    steps is a different budget on a CPU whose speed drifts, so the run is sized by timing 30
+    of its own steps and one validation first (`unmask train --dry-run`'s measurement)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        probe = dry_run(Trainer(cfg, dataset, Path(scratch), log=lambda *_: None),
+                        steps=30, warmup=5)
+    step_s, eval_s = probe["seconds_per_step"], probe["seconds_per_validation"]
+    seconds = minutes * 60 * (1 - BUDGET_MARGIN)
+    steps = int(seconds / (step_s + eval_s / cfg.train.eval_interval))
+    fitted = apply_overrides(cfg, {"train.max_iters": steps,
+                                   "self_correction.masking_warmup_iters": steps // 4,
+                                   "self_correction.proofreading_warmup_iters": steps // 4})
+    return fitted, {"budget_minutes": minutes, "probe_seconds_per_step": step_s,
+                    "probe_seconds_per_validation": eval_s, "max_iters": steps}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,6 +93,10 @@ def main() -> None:
     parser.add_argument("--prior-rate", type=float, default=None,
                         help="repair with the channel proofreader: its prior error rate "
                              "(default: --rate)")
+    parser.add_argument("--budget-minutes", type=float,
+                        help="size the run to this many minutes of training on this machine "
+                             "as it runs now (sets max_iters and the warm-ups; see "
+                             "fit_to_budget)")
     parser.add_argument("--eval-only", action="store_true", help="score the existing run")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUT/latest (exact resume)")
@@ -81,11 +110,15 @@ def main() -> None:
     result = {}
     if not args.eval_only:
         dataset = resolve_dataset(args.data)
+        if args.budget_minutes and not args.resume:
+            cfg, budget = fit_to_budget(cfg, dataset, args.budget_minutes)
+            print("budget: " + json.dumps(budget))
+            result["budget"] = budget
         trainer = Trainer(cfg, dataset, Path(args.out), log=lambda *_: None,
                           resume="auto" if args.resume else None)
         first_step = trainer.counters.step
         with Timer() as timer:
-            result = trainer.run()
+            result.update(trainer.run())
         result["train_wall_seconds"] = round(timer.seconds, 1)
         result["ms_per_iteration"] = round(1000 * result["train_seconds"]
                                            / max(1, result["step"] - first_step))

@@ -161,7 +161,7 @@ def test_a_long_cpu_run_asks_the_probe_and_a_short_one_does_not(shakespeare, tmp
     monkeypatch.setattr(threads, "cpu_threads", lambda shape: threads.ThreadChoice(1, "fake"))
     tiny = {"model.n_layer": 1, "model.n_head": 2, "model.n_embd": 16, "model.block_size": 16,
             "train.batch_size": 4, "train.max_iters": 7, "train.progress": False,
-            "train.dtype": "float32"}
+            "train.dtype": "float32", "train.attention": "sdpa"}
     lines = []
     Trainer(resolve_config("debug", tiny), shakespeare, tmp_path / "a", log=lines.append)
     assert asked == [] and not any("torch.compile" in line for line in lines)
@@ -169,6 +169,7 @@ def test_a_long_cpu_run_asks_the_probe_and_a_short_one_does_not(shakespeare, tmp
     Trainer(resolve_config("debug", tiny), shakespeare, tmp_path / "b", log=lines.append)
     assert len(asked) == 1 and asked[0][:2] == ((4, 16), 7)
     assert "1L 16w 2h ctx 16" in asked[0][2] and "float32" in asked[0][2]
+    assert asked[0][2].endswith("attention sdpa")  # the kernel is part of the cache key
     assert any("torch.compile off (measured" in line for line in lines)
     assert "1 CPU threads (fake)" in lines
 

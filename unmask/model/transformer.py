@@ -175,6 +175,10 @@ class Transformer(nn.Module):
         for block in self.blocks:
             block.attn.kernel = name
 
+    @property
+    def attention_kernel(self) -> str:
+        return self.blocks[0].attn.kernel if len(self.blocks) else "sdpa"
+
     def backbone_parameters(self):
         return [p for n, p in self.named_parameters() if n.startswith(BACKBONE_PREFIXES)]
 

@@ -36,7 +36,8 @@ def compiled_for_training(model: torch.nn.Module, cfg: RunConfig, device: torch.
                                generator=torch.Generator().manual_seed(0))
         choice, model = cpu_compile.cpu_compile(
             model, tokens, amp, cfg.train.max_iters - steps_done,
-            sizing.model_label(cfg.model, cfg.train.batch_size, amp))
+            f"{sizing.model_label(cfg.model, cfg.train.batch_size, amp)} attention "
+            f"{model.attention_kernel}")  # the kernel changes the compiled graph too
     elif choice.compile:
         model = torch.compile(model)
     if choice.source not in ("short-run", "device", "distributed"):
