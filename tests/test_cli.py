@@ -140,5 +140,6 @@ def test_dry_run_estimates_and_writes_nothing(tmp_path, capsys):
     step, val = summary["seconds_per_step"], summary["seconds_per_validation"]
     assert summary["estimated_run_seconds"] == pytest.approx(50 * step + 5 * val, abs=0.1)
     assert summary["tokens_per_step"] == 8 * 32 and summary["parameters"] > 10_000
+    assert summary["attention"] == "sdpa"  # a 50-step run is short: not measured
     assert '"max_iters": 50' in printed  # the resolved config is shown
     assert not out.exists()

@@ -114,7 +114,7 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda > mps > cpu
     dtype: str = "auto"  # auto = bf16 on CUDA, and on CPU where a measured probe finds it faster
     compile: str = "auto"  # auto: CUDA always; CPU where measured faster (runtime.cpu_compile)
-    attention: str = "auto"  # sdpa | math | auto: sdpa on CUDA, measured on CPU (train.attention_probe)
+    attention: str = "auto"  # sdpa | math | auto: CUDA sdpa, CPU measured (train.attention_probe)
     threads: int = 0  # CPU threads for torch; 0 = measured for long runs (runtime.threads)
     parallel: str = "ddp"  # several ranks: ddp (whole model per rank) | fsdp (FSDP2 shards it)
     objective: str = "auto"  # auto = causal_lm for a causal model, else mdlm (see objectives/registry.py)

@@ -5,9 +5,9 @@ everywhere, inside torch.compile's graph. `math` spells the same product out as 
 matmuls and a softmax and runs eagerly (torch.compile leaves it out of the graph, which it
 would otherwise lower to slower code). The fused CPU kernel's backward is slow under bf16
 autocast at this project's sizes (AMD EPYC, 16 rows x 4 heads of 48, context 128: forward +
-backward 15.4 ms fused against 4.8 ms as matmuls), so on such a CPU the `cpu-demo` step runs
-~25 % faster with `math` (BENCHMARKS.md). Which one a CPU run uses is measured at start-up
-(runtime.attention_probe); sampling keeps `sdpa`.
+backward 15.4 ms fused against 4.8 ms as matmuls), so there the `cpu-demo` step is 1.48x
+faster with `math`; in float32 the fused kernel wins (BENCHMARKS.md). Which one a CPU run uses
+is measured at start-up (train.attention_probe); sampling keeps `sdpa`.
 """
 
 from __future__ import annotations

@@ -81,9 +81,10 @@ def choose_attention(cfg: RunConfig, device: torch.device, amp: torch.dtype | No
         return AttentionChoice("sdpa", "short-run")
     m = cfg.model
     shape = (cfg.train.batch_size, m.n_head, m.block_size, m.n_embd // m.n_head, m.causal)
+    precision = str(amp).removeprefix("torch.") if amp else "float32"
     key = (f"{machine_cache.machine_key()} | attention probe v{PROBE_VERSION} | batch "
            f"{shape[0]} {shape[1]}h ctx {shape[2]} head {shape[3]}"
-           f"{' causal' if m.causal else ''} {str(amp).removeprefix('torch.') if amp else 'float32'}")
+           f"{' causal' if m.causal else ''} {precision}")
     ms = machine_cache.lookup(CACHE_NAME, key, FIELDS)
     source = "cached"
     if ms is None:

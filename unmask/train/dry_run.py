@@ -51,6 +51,7 @@ def dry_run(trainer: Trainer, steps: int = 3, warmup: int = 1) -> dict:
         "device": str(trainer.device),
         "precision": str(trainer.amp or torch.float32).replace("torch.", ""),
         "compiled": hasattr(trainer.step_model, "_orig_mod"),  # torch.compile's wrapper
+        "attention": trainer.model.attention_kernel,
         "threads": torch.get_num_threads() if trainer.device.type == "cpu" else None,
         "parameters": trainer.model.num_parameters(),
         "tokens_per_step": trainer.tokens_per_step,
