@@ -1,5 +1,6 @@
 """What makes the training step fast on this machine, decided before the loop starts: the
-largest batch that fits, and (on CPU, measured) the thread count and torch.compile."""
+largest batch that fits, and (on CPU, measured) the thread count, the attention kernel and
+torch.compile."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from unmask.errors import UserError
 from unmask.model import sizing
 from unmask.runtime import cpu_compile
 from unmask.runtime.distributed import is_distributed
+from unmask.train.attention_probe import choose_attention
+
+QUIET_SOURCES = ("short-run", "device", "distributed")  # choices not worth a log line
 
 
 def is_long_run(cfg: RunConfig, tokens_per_step: int) -> bool:
@@ -17,6 +21,17 @@ def is_long_run(cfg: RunConfig, tokens_per_step: int) -> bool:
     (runtime.cpu_compile.LONG_RUN_FLOPS)."""
     work = sizing.flops_per_token(cfg.model) * tokens_per_step * cfg.train.max_iters
     return work >= cpu_compile.LONG_RUN_FLOPS
+
+
+def set_attention_for_training(model, cfg: RunConfig, device: torch.device,
+                               amp: torch.dtype | None, long_run: bool, log) -> None:
+    """Compute `model`'s attention with the kernel train.attention names, or (auto) the one
+    measured faster for a long CPU run (train.attention_probe). Before compiling: the graph
+    keeps the choice."""
+    choice = choose_attention(cfg, device, amp, long_run, is_distributed())
+    model.set_attention_kernel(choice.kernel)
+    if choice.source not in QUIET_SOURCES:
+        log(choice.describe())
 
 
 def compiled_for_training(model: torch.nn.Module, cfg: RunConfig, device: torch.device,
@@ -40,7 +55,7 @@ def compiled_for_training(model: torch.nn.Module, cfg: RunConfig, device: torch.
             f"{model.attention_kernel}")  # the kernel changes the compiled graph too
     elif choice.compile:
         model = torch.compile(model)
-    if choice.source not in ("short-run", "device", "distributed"):
+    if choice.source not in QUIET_SOURCES:
         log(choice.describe())
     return model
 

@@ -39,7 +39,6 @@ from unmask.runtime.distributed import (
 from unmask.runtime.rng import derive_seed, rng_state, seed_everything, set_rng_state
 from unmask.runtime.threads import choose_threads
 from unmask.train import ema, parallel
-from unmask.train.attention_probe import choose_attention
 from unmask.train.metrics import (
     Counters,
     MetricsLog,
@@ -48,7 +47,12 @@ from unmask.train.metrics import (
 )
 from unmask.train.optim import cosine_lr, make_optimizer
 from unmask.train.signals import GracefulStop
-from unmask.train.speed import compiled_for_training, fit_batch_to_memory, is_long_run
+from unmask.train.speed import (
+    compiled_for_training,
+    fit_batch_to_memory,
+    is_long_run,
+    set_attention_for_training,
+)
 from unmask.train.transfer import load_pretrained_weights, optimizer_summary
 
 
@@ -98,10 +102,8 @@ class Trainer:
         if cfg.train.auto_batch_size:
             self.cfg = cfg = fit_batch_to_memory(cfg, self.device, self.amp, self.log)
         self.model = Transformer(cfg.model).to(self.device)
-        attention = choose_attention(cfg, self.device, self.amp, self.long_run, is_distributed())
-        self.model.set_attention_kernel(attention.kernel)
-        if attention.source not in ("short-run", "device", "distributed"):
-            self.log(attention.describe())
+        set_attention_for_training(self.model, cfg, self.device, self.amp, self.long_run,
+                                   self.log)
         if cfg.transfer.enabled:
             load_pretrained_weights(self.model, cfg.transfer, self.log)
         if is_distributed() and cfg.train.parallel == "fsdp":
