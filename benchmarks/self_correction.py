@@ -52,27 +52,30 @@ KNOBS = {
     "self_correction.weight_unmask_task": 2.0,
 }
 
-# What a budget leaves for the work it does not time: checkpoint saves, logging, the machine's
-# drift over the run (its speed moved by up to ~10 % between runs here).
-BUDGET_MARGIN = 0.04
+# What a budget leaves for the trainer's last log interval, validation and save after its
+# time check (train.max_minutes stops the loop at a log interval past the limit).
+BUDGET_MARGIN = 0.01
 
 
 def fit_to_budget(cfg: RunConfig, dataset, minutes: float) -> tuple[RunConfig, dict]:
-    """`cfg` with max_iters filling `minutes` of this machine as it runs now, and the
-    curriculum warm-ups at a quarter of it (the benchmark's proportion): a fixed number of
-    steps is a different budget on a CPU whose speed drifts, so the run is sized by timing 30
-    of its own steps and one validation first (`unmask train --dry-run`'s measurement)."""
+    """`cfg` limited to `minutes` of training (train.max_minutes, which also decays the
+    learning rate over the steps the time holds), with the curriculum warm-ups at a quarter
+    of the steps this machine runs in that time as it runs now (the benchmark's proportion):
+    30 of the run's own steps and one validation are timed first (`unmask train --dry-run`'s
+    measurement). max_iters becomes twice that estimate, an upper bound the clock ends first."""
     with tempfile.TemporaryDirectory() as scratch:
         probe = dry_run(Trainer(cfg, dataset, Path(scratch), log=lambda *_: None),
                         steps=30, warmup=5)
     step_s, eval_s = probe["seconds_per_step"], probe["seconds_per_validation"]
     seconds = minutes * 60 * (1 - BUDGET_MARGIN)
     steps = int(seconds / (step_s + eval_s / cfg.train.eval_interval))
-    fitted = apply_overrides(cfg, {"train.max_iters": steps,
+    fitted = apply_overrides(cfg, {"train.max_minutes": seconds / 60,
+                                   "train.max_iters": 2 * steps,
                                    "self_correction.masking_warmup_iters": steps // 4,
                                    "self_correction.proofreading_warmup_iters": steps // 4})
-    return fitted, {"budget_minutes": minutes, "probe_seconds_per_step": step_s,
-                    "probe_seconds_per_validation": eval_s, "max_iters": steps}
+    return fitted, {"budget_minutes": minutes, "max_minutes": round(seconds / 60, 3),
+                    "probe_seconds_per_step": step_s, "probe_seconds_per_validation": eval_s,
+                    "estimated_steps": steps}
 
 
 def main() -> None:
@@ -94,9 +97,9 @@ def main() -> None:
                         help="repair with the channel proofreader: its prior error rate "
                              "(default: --rate)")
     parser.add_argument("--budget-minutes", type=float,
-                        help="size the run to this many minutes of training on this machine "
-                             "as it runs now (sets max_iters and the warm-ups; see "
-                             "fit_to_budget)")
+                        help="train for this many minutes (train.max_minutes) with the "
+                             "warm-ups sized to the steps this machine runs in them now "
+                             "(see fit_to_budget)")
     parser.add_argument("--eval-only", action="store_true", help="score the existing run")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUT/latest (exact resume)")
@@ -106,6 +109,9 @@ def main() -> None:
     overrides = {**KNOBS, "train.threads": args.threads, "train.progress": False,
                  **parse_overrides(extra)}
     cfg = resolve_config(args.preset, overrides)
+    saved = Path(args.out) / "config.json"
+    if args.resume and saved.exists():  # the run's own (a budget sized its steps)
+        cfg = RunConfig.from_dict(json.loads(saved.read_text()))
     print("overrides: " + " ".join(f"--{k}={v}" for k, v in overrides.items()))
     result = {}
     if not args.eval_only:
@@ -120,6 +126,9 @@ def main() -> None:
         with Timer() as timer:
             result.update(trainer.run())
         result["train_wall_seconds"] = round(timer.seconds, 1)
+        if result.get("interrupted"):
+            print(json.dumps({"train": result}, indent=1))
+            raise SystemExit(f"interrupted at step {result['step']}; continue with --resume")
         result["ms_per_iteration"] = round(1000 * result["train_seconds"]
                                            / max(1, result["step"] - first_step))
     with Timer() as timer:

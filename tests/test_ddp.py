@@ -134,6 +134,22 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(signalled_ran
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
 
 
+def test_ranks_whose_clocks_disagree_stop_a_budgeted_run_after_the_same_step(shakespeare,
+                                                                            tmp_path):
+    """train.max_minutes under torchrun: rank 0's clock reads 1 s per step, rank 1's 2 s, the
+    budget is 9 s. The ranks use their mean (1.5 s per step), so both stop after step 6 of 20
+    with the same learning rates and weights (each on its own clock: steps 9 and 5, and a
+    hang in the collective save)."""
+    out = tmp_path / "run"
+    _torchrun(shakespeare.path, out, {**RESUME, "train.max_iters": 20, "train.max_minutes": 0.15,
+                                      "train.eval_interval": 100}, "--step-clock=1,2")
+    results = [json.loads((out / f"rank{r}_result.json").read_text()) for r in (0, 1)]
+    assert [r["step"] for r in results] == [6, 6]
+    assert ckpt.load_checkpoint(out / "latest")["train_state"]["counters"]["step"] == 6
+    ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+
+
 def test_a_single_process_checkpoint_resumes_under_fsdp(shakespeare, tmp_path):
     """One process trains 3 steps and saves; two FSDP ranks resume it for 3 more and train
     what one process trains straight; their checkpoint loads back into one process."""

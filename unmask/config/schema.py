@@ -104,6 +104,7 @@ class TrainConfig:
     """The loop: how long, how big a batch, how often to evaluate, log and save."""
 
     max_iters: int = 1000
+    max_minutes: float = 0.0  # > 0: stop when training time reaches it (train/time_budget.py)
     batch_size: int = 32  # per rank; `--train.batch_size=auto` keeps this x grad_accum as the
     grad_accum: int = 1  # effective batch and picks the largest micro-batch that fits memory
     auto_batch_size: bool = False  # set by `--train.batch_size=auto`
@@ -137,6 +138,9 @@ class TrainConfig:
         for name in ("max_iters", "batch_size", "grad_accum", "eval_interval", "eval_batches"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if not self.max_minutes >= 0:
+            raise ConfigError(f"train.max_minutes must be >= 0 (0 = no time limit), "
+                              f"got {self.max_minutes}")
         if self.compile not in ("auto", "true", "false"):
             raise ConfigError("train.compile must be one of auto, true, false")
         if self.attention not in ("auto", "sdpa", "math"):

@@ -34,22 +34,36 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-_host_group = None  # a gloo group for host-side flags (no CUDA stream sync on NCCL jobs)
+_host_group = None  # a gloo group for host-side values (no CUDA stream sync on NCCL jobs)
+
+
+def _host_all_reduce(value: torch.Tensor, op) -> torch.Tensor:
+    """All-reduce a CPU tensor over a gloo group: on GPUs it waits for the other ranks to
+    arrive, not for the device."""
+    global _host_group
+    if _host_group is None:
+        _host_group = (dist.group.WORLD if dist.get_backend() == "gloo"
+                       else dist.new_group(backend="gloo"))
+    dist.all_reduce(value, op=op, group=_host_group)
+    return value
 
 
 def any_rank(flag: bool) -> bool:
     """Whether `flag` is true on any rank (every rank must call it at the same point); the
-    flag itself in one process. Runs on a CPU (gloo) group, so on GPUs it waits for the other
-    ranks to arrive, not for the device."""
-    global _host_group
+    flag itself in one process."""
     if not is_distributed():
         return flag
-    if _host_group is None:
-        _host_group = (dist.group.WORLD if dist.get_backend() == "gloo"
-                       else dist.new_group(backend="gloo"))
     value = torch.tensor([int(flag)], dtype=torch.int32)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=_host_group)
-    return bool(value.item())
+    return bool(_host_all_reduce(value, dist.ReduceOp.MAX).item())
+
+
+def agree_mean(value: float) -> float:
+    """The ranks' mean of a host-side number, the same on every rank (every rank must call it
+    at the same point); the number itself in one process."""
+    if not is_distributed():
+        return value
+    total = _host_all_reduce(torch.tensor([value], dtype=torch.float64), dist.ReduceOp.SUM)
+    return float(total.item()) / world_size()
 
 
 def init_from_env() -> bool:

@@ -44,6 +44,18 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore_rank_rng(state: dict, seed: int, step: int, rank: int, world_size: int) -> None:
+    """A resumed rank's global RNG: its own saved one; from a run with another number of
+    ranks, rank 0's, and a fresh dropout stream of its own for every other rank."""
+    saved = state.get("rank_rng", [])
+    if len(saved) == world_size > 1:
+        set_rng_state(saved[rank])
+        return
+    set_rng_state(state["rng"])
+    if rank > 0:
+        torch.manual_seed(derive_seed(seed, "dropout", rank, step))
+
+
 def seeded_generator(seed: int, *keys: int | str, device: torch.device | str = "cpu"
                      ) -> torch.Generator:
     """A generator (CPU by default) for the stream named by (seed, *keys); see derive_seed."""

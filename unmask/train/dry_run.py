@@ -36,6 +36,11 @@ def dry_run(trainer: Trainer, steps: int = 3, warmup: int = 1) -> dict:
     eval_s = time.perf_counter() - start
     remaining = cfg.max_iters - trainer.counters.step
     evals = remaining // cfg.eval_interval + (remaining % cfg.eval_interval > 0)
+    run_s = remaining * step_s + evals * eval_s
+    budget_s = cfg.max_minutes * 60 - trainer.counters.train_seconds
+    if cfg.max_minutes and run_s > budget_s:  # train.max_minutes ends it first
+        run_s = max(0.0, budget_s)
+        remaining = int(run_s / (step_s + eval_s / cfg.eval_interval))
     model_cfg, per_rank_batch = trainer.cfg.model, trainer.cfg.train.batch_size
     estimate = sizing.training_memory_estimate(model_cfg, per_rank_batch, trainer.amp,
                                                trainer.device.type, trainer.cfg.optim.name)
@@ -58,6 +63,6 @@ def dry_run(trainer: Trainer, steps: int = 3, warmup: int = 1) -> dict:
         "seconds_per_step": round(step_s, 4),
         "tokens_per_second": round(tokens_per_second),
         "seconds_per_validation": round(eval_s, 3),
-        "estimated_run_seconds": round(remaining * step_s + evals * eval_s, 1),
+        "estimated_run_seconds": round(run_s, 1),
         "steps_remaining": remaining,
     }

@@ -22,6 +22,7 @@ class Counters:
     lr_scale: float = 1.0  # halved by each NaN rollback
     rollbacks: int = 0
     skipped_steps: int = 0  # on_nan=skip: steps whose update was dropped
+    train_seconds: float = 0.0  # train.max_minutes: the time spent, over resumed sessions
 
     def state_dict(self) -> dict:
         return asdict(self)
@@ -32,6 +33,7 @@ class Counters:
         self.lr_scale = float(state.get("lr_scale", 1.0))  # older checkpoints lack these
         self.rollbacks = int(state.get("rollbacks", 0))
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
 
 
 class MetricsLog:

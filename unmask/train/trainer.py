@@ -36,7 +36,7 @@ from unmask.runtime.distributed import (
     rank,
     world_size,
 )
-from unmask.runtime.rng import derive_seed, rng_state, seed_everything, set_rng_state
+from unmask.runtime.rng import derive_seed, restore_rank_rng, rng_state, seed_everything
 from unmask.runtime.threads import choose_threads
 from unmask.train import ema, parallel
 from unmask.train.metrics import (
@@ -47,6 +47,7 @@ from unmask.train.metrics import (
 )
 from unmask.train.optim import cosine_lr, make_optimizer
 from unmask.train.signals import GracefulStop
+from unmask.train.time_budget import TimeBudget
 from unmask.train.speed import (
     compiled_for_training,
     fit_batch_to_memory,
@@ -126,6 +127,8 @@ class Trainer:
         torch.manual_seed(derive_seed(cfg.train.seed, "dropout", rank()))
         if resume:
             self._resume(resume)
+        self.budget = TimeBudget(cfg.train.max_minutes, cfg.train.max_iters,
+                                 self.counters.train_seconds)
         self.step_model = self._wrap(self.model)
 
     def _wrap(self, model):
@@ -179,24 +182,14 @@ class Trainer:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.counters.load_state_dict(state["counters"])
         ema.restore(self.model, self.ema, state.get("ema"))
-        self._resume_rng(state)
+        restore_rank_rng(state, self.cfg.train.seed, self.counters.step, rank(), world_size())
         self.log(f"resumed from {loaded['path']} at step {self.counters.step}")
-
-    def _resume_rng(self, state: dict) -> None:
-        """Each rank's own saved RNG; from a run with another number of ranks, rank 0's, and a
-        fresh dropout stream of their own for the other ranks."""
-        saved = state.get("rank_rng", [])
-        if len(saved) == world_size() > 1:
-            set_rng_state(saved[rank()])
-            return
-        set_rng_state(state["rng"])
-        if rank() > 0:
-            torch.manual_seed(derive_seed(self.cfg.train.seed, "dropout", rank(),
-                                          self.counters.step))
 
     def save(self, name: str) -> Path | None:
         """Write checkpoint `name`: every rank takes part in gathering the state, rank 0 alone
         writes it (the same files a single process writes)."""
+        if self.budget.enabled:  # (a step-sized run keeps byte-identical checkpoints)
+            self.counters.train_seconds = self.budget.spent()  # rank 0's clock is saved
         weights, state = parallel.full_weights(self.model), self.state_dict()
         weights = self.ema.averaged_weights() if self.ema else weights
         if not is_main():
@@ -272,7 +265,7 @@ class Trainer:
         o = self.cfg.optim
         lr = self.counters.lr_scale * cosine_lr(self.counters.step, o.lr, o.min_lr,
                                                 o.warmup_iters,
-                                                o.lr_decay_iters or self.cfg.train.max_iters)
+                                                o.lr_decay_iters or self.budget.horizon)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -300,7 +293,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> dict[str, float]:
-        """Train to max_iters (or until a SIGINT / SIGTERM, after which it saves and returns)."""
+        """Train to max_iters or train.max_minutes (or until a SIGINT / SIGTERM, after which it
+        saves and returns)."""
         cfg, c = self.cfg.train, self.counters
         if is_main():
             with disk_errors(f"write to {self.out_dir}"):
@@ -313,11 +307,13 @@ class Trainer:
                         disable=not (cfg.progress and is_main()), unit="it", dynamic_ncols=True)
         last_eval: Metrics = {}
         self.started, self.start_step = time.time(), c.step
+        self.budget.start()
         stop = GracefulStop(self.log)
         try:
             with stop:
                 self.model.train()
-                while c.step < cfg.max_iters and not stop.agreed():
+                while (c.step < cfg.max_iters and not self.budget.exhausted
+                       and not stop.agreed()):
                     lr = self.set_lr()
                     loss, diagnostics = self.train_step()
                     c.step += 1
@@ -328,9 +324,13 @@ class Trainer:
                         continue
                     # Feedback controllers run every step on device values; nothing here syncs.
                     step_log = self.objective.after_step(c.step, diagnostics)
-                    if c.step % cfg.log_interval == 0 or c.step == cfg.max_iters:
+                    at_log = c.step % cfg.log_interval == 0
+                    if at_log:
+                        self._spend_time()
+                    last = c.step == cfg.max_iters or self.budget.exhausted
+                    if at_log or last:
                         self._log_step(loss, lr, step_log)
-                    if c.step % cfg.eval_interval == 0 or c.step == cfg.max_iters:
+                    if c.step % cfg.eval_interval == 0 or last:
                         last_eval = self._validate_and_save(loss)
                 # Once more after the loop: a signal that reached one rank after its last
                 # check must not send that rank alone into the (collective) save.
@@ -344,6 +344,15 @@ class Trainer:
         return {"step": c.step, "best_val_loss": c.best_val, **last_eval,
                 "train_seconds": round(time.time() - self.started, 1),
                 **({"interrupted": True} if stop.requested else {})}
+
+    def _spend_time(self) -> None:
+        """train.max_minutes: count the time, re-plan the schedule's horizon (time_budget)."""
+        self.budget.update(self.counters.step)
+        if self.budget.enabled:
+            self.bar.total = self.budget.horizon
+            if self.budget.exhausted:
+                self.log(f"train.max_minutes ({self.cfg.train.max_minutes:g}) reached at step "
+                         f"{self.counters.step}")
 
     @property
     def tokens_per_step(self) -> int:
