@@ -64,13 +64,13 @@ def proofread_text(checkpoint: str, text: str, *, proofreader: str = "channel",
                    flag_bias: float = 0.0, max_steps: int = 16, device: str = "auto") -> dict:
     """{"text": corrected, "changes": [{"position", "from", "to"}], ...} for `text`."""
     from unmask.model.pretrained import load_pretrained
+    from unmask.sampling.proofread import require_change_margin
 
     if not text:
         raise UserError("nothing to proofread: the input is empty")
     if not 0.0 < prior_rate < 1.0:
         raise UserError(f"--prior-rate must be in (0, 1), got {prior_rate}")
-    if not change_margin >= 1.0:
-        raise UserError(f"--change-margin must be >= 1 (1 = plain argmax), got {change_margin}")
+    require_change_margin(change_margin)
     return proofread_pretrained(load_pretrained(checkpoint, device), text,
                                 proofreader=proofreader, prior_rate=prior_rate,
                                 change_margin=change_margin, flag_bias=flag_bias,

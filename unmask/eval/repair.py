@@ -33,7 +33,11 @@ from unmask.eval.repair_metrics import (
     passage_standard_error,
 )
 from unmask.noise.corruption import corrupt_text_ids
-from unmask.sampling.proofread import PROOFREADERS, require_proofreader
+from unmask.sampling.proofread import (
+    PROOFREADERS,
+    require_change_margin,
+    require_proofreader,
+)
 
 REPAIR_SEED = 0
 
@@ -122,8 +126,7 @@ def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
 
     if not 0.0 < rate < 1.0:
         raise UserError(f"--repair expects a corruption rate in (0, 1), got {rate}")
-    if not change_margin >= 1.0:
-        raise UserError(f"--change-margin must be >= 1 (1 = plain argmax), got {change_margin}")
+    require_change_margin(change_margin)
     pre = load_pretrained(path, device)
     require_self_correction(pre.config, pre.path, "--repair")
     dataset_dir = data or pre.meta.get("dataset_dir")

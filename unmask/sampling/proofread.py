@@ -50,6 +50,13 @@ def require_proofreader(name: str) -> None:
                         f"{', '.join(PROOFREADERS)}")
 
 
+def require_change_margin(change_margin: float) -> None:
+    """The remasking sampler replaces a flagged token only by a fill `change_margin` times as
+    probable as it, so below 1 it would prefer less probable fills."""
+    if not change_margin >= 1.0:
+        raise UserError(f"--change-margin must be >= 1 (1 = plain argmax), got {change_margin}")
+
+
 def window_plan(n: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(positions, owned), both (W, min(n, length)): the text positions each window reads,
     and which of them it edits; every position is owned by exactly one window (module doc)."""
