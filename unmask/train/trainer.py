@@ -47,13 +47,13 @@ from unmask.train.metrics import (
 )
 from unmask.train.optim import cosine_lr, make_optimizer
 from unmask.train.signals import GracefulStop
-from unmask.train.time_budget import TimeBudget
 from unmask.train.speed import (
     compiled_for_training,
     fit_batch_to_memory,
     is_long_run,
     set_attention_for_training,
 )
+from unmask.train.time_budget import TimeBudget
 from unmask.train.transfer import load_pretrained_weights, optimizer_summary
 
 
