@@ -124,4 +124,6 @@ def test_dry_run_estimates_a_budgeted_run_by_its_budget(shakespeare, tmp_path):
     report = dry_run(Trainer(cfg, shakespeare, tmp_path, log=lambda *_: None), steps=2)
     step, val = report["seconds_per_step"], report["seconds_per_validation"]
     assert report["estimated_run_seconds"] == 30.0
-    assert report["steps_remaining"] == pytest.approx(30 / (step + val / 100), rel=0.01)
+    # (the report rounds the step's seconds to 0.1 ms, a few % of a tiny model's step)
+    assert report["steps_remaining"] == pytest.approx(30 / (step + val / 100), rel=0.05)
+    assert report["steps_remaining"] < 10**5
