@@ -60,21 +60,22 @@ BUDGET_MARGIN = 0.01
 def fit_to_budget(cfg: RunConfig, dataset, minutes: float) -> tuple[RunConfig, dict]:
     """`cfg` limited to `minutes` of training (train.max_minutes, which also decays the
     learning rate over the steps the time holds), with the curriculum warm-ups at a quarter
-    of the steps this machine runs in that time as it runs now (the benchmark's proportion):
-    30 of the run's own steps and one validation are timed first (`unmask train --dry-run`'s
-    measurement). max_iters becomes twice that estimate, an upper bound the clock ends first."""
+    of the steps this machine runs in that time as it runs now (the benchmark's proportion),
+    as `unmask train --dry-run` estimates them from 30 of the run's own steps and one
+    validation. max_iters becomes twice that estimate, an upper bound the clock ends first."""
+    limited = apply_overrides(cfg, {"train.max_minutes": minutes * (1 - BUDGET_MARGIN),
+                                    "train.max_iters": 10**9})
     with tempfile.TemporaryDirectory() as scratch:
-        probe = dry_run(Trainer(cfg, dataset, Path(scratch), log=lambda *_: None),
+        probe = dry_run(Trainer(limited, dataset, Path(scratch), log=lambda *_: None),
                         steps=30, warmup=5)
-    step_s, eval_s = probe["seconds_per_step"], probe["seconds_per_validation"]
-    seconds = minutes * 60 * (1 - BUDGET_MARGIN)
-    steps = int(seconds / (step_s + eval_s / cfg.train.eval_interval))
-    fitted = apply_overrides(cfg, {"train.max_minutes": seconds / 60,
-                                   "train.max_iters": 2 * steps,
-                                   "self_correction.masking_warmup_iters": steps // 4,
-                                   "self_correction.proofreading_warmup_iters": steps // 4})
-    return fitted, {"budget_minutes": minutes, "max_minutes": round(seconds / 60, 3),
-                    "probe_seconds_per_step": step_s, "probe_seconds_per_validation": eval_s,
+    steps = probe["steps_remaining"]
+    fitted = apply_overrides(limited, {"train.max_iters": 2 * steps,
+                                       "self_correction.masking_warmup_iters": steps // 4,
+                                       "self_correction.proofreading_warmup_iters": steps // 4})
+    return fitted, {"budget_minutes": minutes,
+                    "max_minutes": round(fitted.train.max_minutes, 3),
+                    "probe_seconds_per_step": probe["seconds_per_step"],
+                    "probe_seconds_per_validation": probe["seconds_per_validation"],
                     "estimated_steps": steps}
 
 

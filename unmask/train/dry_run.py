@@ -37,8 +37,9 @@ def dry_run(trainer: Trainer, steps: int = 3, warmup: int = 1) -> dict:
     remaining = cfg.max_iters - trainer.counters.step
     evals = remaining // cfg.eval_interval + (remaining % cfg.eval_interval > 0)
     run_s = remaining * step_s + evals * eval_s
-    budget_s = cfg.max_minutes * 60 - trainer.counters.train_seconds
-    if cfg.max_minutes and run_s > budget_s:  # train.max_minutes ends it first
+    budget = trainer.budget
+    budget_s = budget.seconds - budget.spent_before
+    if budget.enabled and run_s > budget_s:  # train.max_minutes ends it first
         run_s = max(0.0, budget_s)
         remaining = int(run_s / (step_s + eval_s / cfg.eval_interval))
     model_cfg, per_rank_batch = trainer.cfg.model, trainer.cfg.train.batch_size
