@@ -71,27 +71,28 @@ def test_sweeps_stop_at_a_fixed_point_and_stride_sets_the_passes():
 
 
 def naive_channel_repair(model, corrupted, V, mask_id, rho, stride, sweeps):
-    """The same iterated conditional modes, one position and one candidate at a time."""
-    x = corrupted.clone()
-    for _ in range(sweeps):
-        before = x.clone()
-        for k in range(stride):
-            cls = [i for i in range(x.size(1)) if i % stride == k]
-            masked = x.clone()
-            masked[:, cls] = mask_id
-            logp = model(masked)[..., :V].float().log_softmax(-1)
-            new = x.clone()
-            for b in range(x.size(0)):
+    """The same iterated conditional modes, one row, one position and one candidate at a
+    time; each row sweeps until a sweep leaves it unchanged."""
+    rows = []
+    for row in corrupted.split(1):
+        x = row.clone()
+        for _ in range(sweeps):
+            before = x.clone()
+            for k in range(stride):
+                cls = [i for i in range(x.size(1)) if i % stride == k]
+                masked = x.clone()
+                masked[:, cls] = mask_id
+                logp = model(masked)[..., :V].float().log_softmax(-1)
                 for i in cls:
-                    o = int(corrupted[b, i])
-                    scores = [float(logp[b, i, c])
+                    o = int(row[0, i])
+                    scores = [float(logp[0, i, c])
                               + math.log(1 - rho if c == o else rho / (V - 1))
                               for c in range(V)]
-                    new[b, i] = max(range(V), key=lambda c: scores[c])
-            x = new
-        if torch.equal(x, before):
-            break
-    return x
+                    x[0, i] = max(range(V), key=lambda c: scores[c])
+            if torch.equal(x, before):
+                break
+        rows.append(x)
+    return torch.cat(rows)
 
 
 def test_vectorised_sweeps_match_a_plain_loop():
@@ -109,6 +110,32 @@ def test_vectorised_sweeps_match_a_plain_loop():
             want = naive_channel_repair(model, text, V, MASK, rho, 4, 3)
         assert torch.equal(got, want)
     assert not torch.equal(got, text)  # at rho 0.99 the random model rewrites it
+
+
+class RowsRead(nn.Module):
+    """Fills with a fixed token and records how many rows each forward pass reads."""
+
+    def __init__(self, fill: int, vocab: int = 8):
+        super().__init__()
+        self.fill, self.vocab, self.rows = fill, vocab, []
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        self.rows.append(x.size(0))
+        logits = torch.full((*x.shape, self.vocab + 2), -1e9)
+        logits[..., self.fill] = 0.0
+        return logits
+
+
+def test_rows_at_their_fixed_point_are_not_read_again():
+    # Row 0 is already all 0s (the model's only fill): its first sweep changes nothing.
+    # Row 1 is all 1s: its first sweep rewrites it, its second confirms it.
+    model = RowsRead(fill=0)
+    text = torch.stack([torch.zeros(6, dtype=torch.long), torch.ones(6, dtype=torch.long)])
+    out = channel_repair(model, text, vocab_size=8, mask_id=8, error_rate=0.5, stride=3,
+                         max_sweeps=4)
+    assert torch.equal(out, torch.zeros_like(text))
+    assert model.rows == [2, 2, 2, 1, 1, 1]
 
 
 class SureOracle(Oracle):

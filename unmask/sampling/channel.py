@@ -15,8 +15,9 @@ in the fill distribution (the `change_margin` the sampler's knob approximates).
 The context holds errors too, so the positions are read by iterated conditional modes: in k
 interleaved classes (position mod k), each class masked and read in one forward pass with the
 current best text around it, set to its posterior mode, the next class reading the improved
-text; sweeps repeat until a sweep changes nothing or `max_sweeps`. The evidence is always the
-text as observed; only the context improves. Deterministic: no random draws.
+text; sweeps repeat until a sweep changes nothing or `max_sweeps`, each row (window) on its
+own: a row a sweep left unchanged is done, and later sweeps read only the others. The evidence
+is always the text as observed; only the context improves. Deterministic: no random draws.
 """
 
 from __future__ import annotations
@@ -62,16 +63,21 @@ def channel_repair(model: nn.Module, corrupted: torch.Tensor, *, vocab_size: int
                 else ~frozen.to(corrupted.device))
     position_class = torch.arange(L, device=corrupted.device) % stride
     x = corrupted.clone()
+    # Rows are independent: a row that a whole sweep left unchanged is at its fixed point,
+    # so later sweeps read only the rows still changing.
+    rows = torch.arange(B, device=corrupted.device)
     with evaluating(model):
         for _ in range(max_sweeps):
-            before = x
+            before = current = x[rows]
             for k in range(min(stride, L)):
-                read = (position_class == k) & editable
+                read = (position_class == k) & editable[rows]
                 if not read.any():
                     continue
-                logits = model(torch.where(read, mask_id, x))[..., :vocab_size].float()
-                posterior = logits.log_softmax(-1) + evidence
-                x = torch.where(read, posterior.argmax(-1), x)
-            if torch.equal(x, before):
+                logits = model(torch.where(read, mask_id, current))[..., :vocab_size].float()
+                posterior = logits.log_softmax(-1) + evidence[rows]
+                current = torch.where(read, posterior.argmax(-1), current)
+            x[rows] = current
+            rows = rows[(current != before).any(-1)]
+            if len(rows) == 0:
                 break
     return x
