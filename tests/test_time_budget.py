@@ -115,6 +115,22 @@ def test_a_resumed_budgeted_run_counts_the_time_already_spent(shakespeare, tmp_p
     assert counters["train_seconds"] == pytest.approx(60.0)
 
 
+def test_a_resumed_run_whose_budget_is_spent_trains_no_further(shakespeare, tmp_path,
+                                                                monkeypatch):
+    clock = StepClock()
+    monkeypatch.setattr(time_budget, "clock", clock)
+    first = _budgeted(shakespeare, tmp_path, minutes=0.5)
+    clock.trainer = first
+    first.run()
+    saved = (tmp_path / "latest" / "model.safetensors").read_bytes()
+    said = []
+    second = Trainer(first.cfg, first.dataset, tmp_path, resume="auto", log=said.append)
+    clock.trainer = second
+    assert second.run()["step"] == 30
+    assert any("already spent by step 30" in line for line in said)
+    assert (tmp_path / "latest" / "model.safetensors").read_bytes() == saved
+
+
 def test_dry_run_estimates_a_budgeted_run_by_its_budget(shakespeare, tmp_path):
     from unmask.train.dry_run import dry_run
 

@@ -36,7 +36,8 @@ class TimeBudget:
         self.seconds, self.max_iters = minutes * 60.0, max_iters
         self.horizon = max_iters
         self.spent_before = spent_before
-        self.exhausted = False
+        # a resumed run whose budget was spent before has nothing left to train
+        self.exhausted = self.enabled and spent_before >= self.seconds
         self.start()
 
     def start(self) -> None:

@@ -308,6 +308,9 @@ class Trainer:
         last_eval: Metrics = {}
         self.started, self.start_step = time.time(), c.step
         self.budget.start()
+        if self.budget.exhausted:
+            self.log(f"train.max_minutes ({cfg.max_minutes:g}) was already spent by step "
+                     f"{c.step}; raise it to train on")
         stop = GracefulStop(self.log)
         try:
             with stop:
