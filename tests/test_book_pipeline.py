@@ -148,3 +148,36 @@ def test_character_tokenizer_is_an_option(tmp_path):
                        log=lambda *_: None)
     data = Dataset.load(out)
     assert data.tokenizer.kind == "char" and data.meta["dataset_type"] == "character"
+
+
+def test_item_formats_by_hand():
+    from unmask.config.book import FORMATS
+    from unmask.data.book.items import ITEM_FORMATS, BookTokens
+
+    assert set(ITEM_FORMATS) == set(FORMATS)
+
+    def record(i, paragraph, split, difficulty, centrality):
+        return {"id": i, "paragraph": paragraph, "split": split,
+                "difficulty_pct": difficulty, "centrality_pct": centrality}
+
+    # paragraph 0 (train: tokens 10-13) holds sentences 0 and 1; paragraph 1 (val) sentence 2
+    book = BookTokens(records=[record(0, 0, "train", 0.2, 0.9), record(1, 0, "train", 0.6, 0.5),
+                               record(2, 1, "val", 0.4, 0.3)],
+                      sentence_ids=[[1, 2], [3], [4, 5, 6, 7]], usable=[True, True, True],
+                      paragraph_starts=np.array([0, 4, 8]), n_train=1,
+                      train_ids=[10, 11, 12, 13], val_ids=[20, 21, 22, 23], sep=99, length=3)
+
+    def rows(fmt, split):
+        return [(c.tokens, c.segments, c.difficulty_pct, pytest.approx(c.centrality_pct))
+                for c in ITEM_FORMATS[fmt](book, split)]
+
+    assert rows("sentences", "train") == [([1, 2], [0], 0.2, 0.9), ([3], [1], 0.6, 0.5)]
+    assert rows("sentences", "val") == [([4, 5, 6], [2], 0.4, 0.3)]  # cut to the length
+    # the harder and the less central of the two; [1, 2, SEP, 3] cut to 3 tokens
+    assert rows("pairs", "train") == [([1, 2, 99], [0, 1], 0.6, 0.5)]
+    assert rows("pairs", "val") == []
+    # a window from each paragraph's start, scored by its sentences' means
+    assert rows("paragraphs", "train") == [([10, 11, 12], [0], 0.4, 0.7)]
+    assert rows("paragraphs", "val") == [([20, 21, 22], [1], 0.4, 0.3)]
+    book.usable = [True, False, True]
+    assert rows("pairs", "train") == [] and len(rows("sentences", "train")) == 1

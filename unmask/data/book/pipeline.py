@@ -30,7 +30,8 @@ import numpy as np
 
 from unmask.config.book import BookConfig
 from unmask.data.book import scoring
-from unmask.data.book.stages import Candidate, row_length, select_rebalanced, write_stages
+from unmask.data.book.items import ITEM_FORMATS, BookTokens
+from unmask.data.book.stages import row_length, select, select_rebalanced, write_stages
 from unmask.data.prepare import build_meta
 from unmask.errors import UserError
 from unmask.text.reader import (
@@ -100,44 +101,96 @@ def prepare_book(source: str, out_dir: str | Path, cfg: BookConfig, log=print) -
     name, raw = load_text(source)
     digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()
     stamp = fingerprint(digest, cfg)
-    meta_path = out / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("book", {}).get("fingerprint") == stamp:
-            (out / "curriculum.json").write_text(json.dumps(_curriculum_file(cfg), indent=1))
-            log(f"book data up to date in {out}")
-            return out
-    L = cfg.data.sequence_length
+    if _up_to_date(out, stamp):
+        (out / "curriculum.json").write_text(json.dumps(_curriculum_file(cfg), indent=1))
+        log(f"book data up to date in {out}")
+        return out
     paragraphs = segment_book(raw)
     if not any(p.sentences for p in paragraphs):
         raise TextError(f"{source}: no prose paragraphs found; give a book in plain text")
+    n_train = _split_point(paragraphs, cfg.data.val_fraction, source)
+    pieces = [p.span.text + PARAGRAPH_END for p in paragraphs]
+    log(f"{name}: {len(paragraphs):,} paragraphs, {sum(len(p.sentences) for p in paragraphs):,} "
+        f"sentences, {len(raw):,} characters")
+    tokenizer = _train_tokenizer(cfg, "".join(pieces))
+    if tokenizer.extended_vocab_size > np.iinfo(np.uint16).max:
+        raise UserError(f"{source}: a vocabulary of {tokenizer.vocab_size} does not fit uint16")
+    book = _encode_book(tokenizer, pieces, n_train, cfg.data.sequence_length, source)
+    reference = reference_documents(digest, name if source in CORPORA else None)
+    book.records, book.sentence_ids, train_scores = _score_sentences(
+        paragraphs, n_train, tokenizer, reference, cfg)
+    d = cfg.data
+    book.usable = [d.min_sentence_words <= r["words"] <= d.max_sentence_words
+                   for r in book.records]
+    entries, items = _select_stages(book, cfg, source)
+    stats = _statistics(name, raw, "".join(pieces), paragraphs, book, tokenizer, train_scores,
+                        len(reference), entries, items)
+    segments = {"book": name, "paragraph_end": PARAGRAPH_END,
+                "paragraphs": [{"id": i, "chapter": p.chapter, "kind": p.kind,
+                                "split": "train" if i < n_train else "val",
+                                "start": p.span.start, "end": p.span.end,
+                                "token_start": int(book.paragraph_starts[i]),
+                                "token_end": int(book.paragraph_starts[i + 1]),
+                                "text": p.span.text} for i, p in enumerate(paragraphs)],
+                "sentences": book.records}
+    meta = build_meta(tokenizer, name, digest, len(book.train_ids), len(book.val_ids),
+                      d.sequence_length)
+    meta["supported_model_modes"] = ["token_classifier"]
+    meta["book"] = {"fingerprint": stamp, "format_version": FORMAT_VERSION,
+                    "source": source, "stages": len(entries)}
+    _write_atomically(out, book, tokenizer, segments, stats, _curriculum_file(cfg), entries,
+                      items, meta)
+    return out
+
+
+def _up_to_date(out: Path, stamp: str) -> bool:
+    meta_path = out / "meta.json"
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return meta.get("book", {}).get("fingerprint") == stamp
+
+
+def _split_point(paragraphs, val_fraction: float, source: str) -> int:
+    """The number of training paragraphs: the last `val_fraction` of the characters, from a
+    paragraph boundary on, validates."""
     total = sum(len(p.span.text) for p in paragraphs)
     n_train, seen = len(paragraphs), 0
     for i, p in enumerate(paragraphs):
-        if seen >= (1 - cfg.data.val_fraction) * total:
+        if seen >= (1 - val_fraction) * total:
             n_train = i
             break
         seen += len(p.span.text)
     if not 0 < n_train < len(paragraphs):
         raise TextError(f"{source}: too short to split into training and validation "
                         "paragraphs; give a longer book")
-    pieces = [p.span.text + PARAGRAPH_END for p in paragraphs]
-    text = "".join(pieces)
-    log(f"{name}: {len(paragraphs):,} paragraphs, {sum(len(p.sentences) for p in paragraphs):,} "
-        f"sentences, {len(raw):,} characters")
-    tokenizer = _train_tokenizer(cfg, text)
-    if tokenizer.extended_vocab_size > np.iinfo(np.uint16).max:
-        raise UserError(f"{source}: a vocabulary of {tokenizer.vocab_size} does not fit uint16")
+    return n_train
+
+
+def _encode_book(tokenizer, pieces: list[str], n_train: int, length: int,
+                 source: str) -> BookTokens:
+    """The running text's tokens per split (the sentences are filled in by the caller)."""
     piece_ids = _encode_all(tokenizer, pieces)
     starts = np.cumsum([0] + [len(ids) for ids in piece_ids])
     train_ids = [t for ids in piece_ids[:n_train] for t in ids]
     val_ids = [t for ids in piece_ids[n_train:] for t in ids]
-    if len(val_ids) < L + 1 or len(train_ids) < L + 1:
-        raise TextError(f"{source}: too short for data.sequence_length={L}: the validation "
-                        f"part has {len(val_ids)} tokens (need more than {L}); give a longer "
-                        "book or a smaller data.sequence_length")
+    if len(val_ids) < length + 1 or len(train_ids) < length + 1:
+        raise TextError(f"{source}: too short for data.sequence_length={length}: the "
+                        f"validation part has {len(val_ids)} tokens (need more than {length}); "
+                        "give a longer book or a smaller data.sequence_length")
+    return BookTokens(records=[], sentence_ids=[], usable=[], paragraph_starts=starts,
+                      n_train=n_train, train_ids=train_ids, val_ids=val_ids,
+                      sep=tokenizer.special_id("sep"), length=length)
 
-    # ---------------------------------------------------------------- sentences and scores
+
+SCORED_FIELDS = ("words", "clause_markers", "fk_grade", *scoring.MEASURES, "difficulty_pct",
+                 "centrality_pct")
+
+
+def _score_sentences(paragraphs, n_train: int, tokenizer, reference: list[str],
+                     cfg: BookConfig) -> tuple[list[dict], list[list[int]], dict]:
+    """(one record per sentence with its scores, the sentences' token ids, the training
+    sentences' score arrays)."""
     sentences = [(pi, s) for pi, p in enumerate(paragraphs) for s in p.sentences]
     split_of = ["train" if pi < n_train else "val" for pi, _ in sentences]
     texts = {sp: [s.text for (pi, s), x in zip(sentences, split_of) if x == sp]
@@ -145,130 +198,96 @@ def prepare_book(source: str, out_dir: str | Path, cfg: BookConfig, log=print) -
     sc = cfg.scoring
     weights = {"lexical": sc.lexical_weight, "syntactic": sc.syntactic_weight,
                "richness": sc.richness_weight, "centrality": sc.centrality_weight}
-    reference = reference_documents(digest, name if source in CORPORA else None)
-    train_scores, val_scores = scoring.score_sentences(
+    scores = dict(zip(("train", "val"), scoring.score_sentences(
         texts["train"], texts["val"], reference, weights, sc.n_clusters, sc.svd_components,
-        cfg.training.seed)
+        cfg.training.seed)))
     sentence_ids = _encode_all(tokenizer, [s.text for _, s in sentences])
     records, by_split = [], {"train": 0, "val": 0}
     for sid, ((pi, s), sp) in enumerate(zip(sentences, split_of)):
         j = by_split[sp]
         by_split[sp] += 1
-        values = (train_scores if sp == "train" else val_scores)
         records.append({"id": sid, "paragraph": pi, "split": sp, "start": s.start, "end": s.end,
                         "text": s.text, "tokens": len(sentence_ids[sid]),
-                        **{k: round(float(values[k][j]), 5) for k in
-                           ("words", "clause_markers", "fk_grade", *scoring.MEASURES,
-                            "difficulty_pct", "centrality_pct")}})
+                        **{k: round(float(scores[sp][k][j]), 5) for k in SCORED_FIELDS}})
+    return records, sentence_ids, scores["train"]
 
-    # ---------------------------------------------------------------- stage items
-    d = cfg.data
-    usable = [d.min_sentence_words <= r["words"] <= d.max_sentence_words for r in records]
-    sep = tokenizer.special_id("sep")
-    per_paragraph: dict[int, list[int]] = {}
-    for r in records:
-        per_paragraph.setdefault(r["paragraph"], []).append(r["id"])
 
-    def candidates(fmt: str, split: str) -> list[Candidate]:
-        if fmt == "sentences":
-            return [Candidate(sentence_ids[r["id"]][:L], [r["id"]], r["difficulty_pct"],
-                              r["centrality_pct"])
-                    for r in records if r["split"] == split and usable[r["id"]]]
-        if fmt == "pairs":
-            out = []
-            for ids in per_paragraph.values():
-                for a, b in zip(ids, ids[1:]):
-                    ra, rb = records[a], records[b]
-                    if ra["split"] == split and usable[a] and usable[b]:
-                        tokens = (sentence_ids[a] + [sep] + sentence_ids[b])[:L]
-                        out.append(Candidate(tokens, [a, b],
-                                             max(ra["difficulty_pct"], rb["difficulty_pct"]),
-                                             min(ra["centrality_pct"], rb["centrality_pct"])))
-            return out
-        stream, base = (train_ids, 0) if split == "train" else (val_ids, int(starts[n_train]))
-        out = []
-        for pi in (range(n_train) if split == "train" else range(n_train, len(paragraphs))):
-            at = int(starts[pi]) - base
-            if at + L > len(stream):
-                break
-            own = [records[i] for i in per_paragraph.get(pi, [])]
-            diff = float(np.mean([r["difficulty_pct"] for r in own])) if own else 0.0
-            cent = float(np.mean([r["centrality_pct"] for r in own])) if own else 1.0
-            out.append(Candidate(stream[at:at + L], [pi], diff, cent))
-        return out
-
-    stage_entries, stage_items = [], []
+def _select_stages(book: BookTokens, cfg: BookConfig, source: str
+                   ) -> tuple[list[dict], list[dict]]:
+    """(per stage: its stages.json entry, its {"train", "val"} items): the training items
+    rebalanced to `min_stage_samples`, the validation items within the bounds used (all of
+    them if none is)."""
+    entries, items = [], []
     for k, st in enumerate(cfg.curriculum.stages):
-        pool = candidates(st.format, "train")
-        chosen, max_d, min_c = select_rebalanced(pool, st.max_difficulty_percentile,
+        build = ITEM_FORMATS[st.format]
+        chosen, max_d, min_c = select_rebalanced(build(book, "train"),
+                                                 st.max_difficulty_percentile,
                                                  st.min_centrality_percentile,
                                                  cfg.curriculum.min_stage_samples)
-        val_pool = candidates(st.format, "val")
-        val_chosen = [c for c in val_pool if 100 * c.difficulty_pct <= max_d + 1e-9
-                      and 100 * c.centrality_pct >= min_c - 1e-9] or val_pool
+        val_pool = build(book, "val")
+        val_chosen = select(val_pool, max_d, min_c) or val_pool
         if st.epochs > 0 and (not chosen or not val_chosen):
             raise TextError(f"{source}: no {st.format} for curriculum stage {k + 1} "
                             f"('{st.name}'); give a longer book")
-        stage_entries.append({"name": st.name, "format": st.format,
-                              "row_length": row_length([c.tokens for c in chosen + val_chosen],
-                                                       st.format, L),
-                              "max_difficulty_percentile": max_d,
-                              "min_centrality_percentile": min_c,
-                              "rebalanced": (max_d, min_c) != (st.max_difficulty_percentile,
-                                                               st.min_centrality_percentile)})
-        stage_items.append({"train": chosen, "val": val_chosen})
+        entries.append({"name": st.name, "format": st.format,
+                        "row_length": row_length([c.tokens for c in chosen + val_chosen],
+                                                 st.format, book.length),
+                        "max_difficulty_percentile": max_d,
+                        "min_centrality_percentile": min_c,
+                        "rebalanced": (max_d, min_c) != (st.max_difficulty_percentile,
+                                                         st.min_centrality_percentile)})
+        items.append({"train": chosen, "val": val_chosen})
+    return entries, items
 
-    # ---------------------------------------------------------------- statistics
-    n_text_bytes = len(text.encode("utf-8"))
-    stats = {
+
+def _statistics(name: str, raw: str, text: str, paragraphs, book: BookTokens, tokenizer,
+                train_scores: dict, n_reference: int, entries: list[dict],
+                items: list[dict]) -> dict:
+    """statistics.json: the book, the tokenizer, the training sentences' measures, stages."""
+    n_tokens = len(book.train_ids) + len(book.val_ids)
+    return {
         "book": {"name": name, "characters": len(raw), "running_text_characters": len(text),
-                 "paragraphs": len(paragraphs), "sentences": len(records),
+                 "paragraphs": len(paragraphs), "sentences": len(book.records),
                  "chapters": max(p.chapter for p in paragraphs),
-                 "train_paragraphs": n_train, "val_paragraphs": len(paragraphs) - n_train,
-                 "words": int(sum(r["words"] for r in records)),
+                 "train_paragraphs": book.n_train,
+                 "val_paragraphs": len(paragraphs) - book.n_train,
+                 "words": int(sum(r["words"] for r in book.records)),
                  "yule_k": round(scoring.yule_k(scoring.words_of(text)), 3),
-                 "reference_documents": len(reference)},
+                 "reference_documents": n_reference},
         "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
                       "extended_vocab_size": tokenizer.extended_vocab_size,
                       **getattr(tokenizer, "info", {}),
-                      "tokens": len(train_ids) + len(val_ids),
-                      "characters_per_token": round(len(text) / (len(train_ids) + len(val_ids)), 4),
-                      "bytes_per_token": round(n_text_bytes / (len(train_ids) + len(val_ids)), 4)},
+                      "tokens": n_tokens,
+                      "characters_per_token": round(len(text) / n_tokens, 4),
+                      "bytes_per_token": round(len(text.encode("utf-8")) / n_tokens, 4)},
         "measures_train_sentences": {m: scoring.summary(train_scores[m])
                                      for m in ("words", "clause_markers", "fk_grade",
                                                *scoring.MEASURES)},
         "clusters": {str(c): int(n) for c, n in
                      zip(*np.unique(train_scores["cluster"], return_counts=True))},
-        "stages": [{**{k: v for k, v in e.items()},
-                    "train_items": len(items["train"]), "val_items": len(items["val"]),
-                    "train_tokens": sum(len(c.tokens) for c in items["train"])}
-                   for e, items in zip(stage_entries, stage_items)],
+        "stages": [{**e, "train_items": len(split["train"]), "val_items": len(split["val"]),
+                    "train_tokens": sum(len(c.tokens) for c in split["train"])}
+                   for e, split in zip(entries, items)],
     }
-    segments = {"book": name, "paragraph_end": PARAGRAPH_END,
-                "paragraphs": [{"id": i, "chapter": p.chapter, "kind": p.kind,
-                                "split": "train" if i < n_train else "val",
-                                "start": p.span.start, "end": p.span.end,
-                                "token_start": int(starts[i]), "token_end": int(starts[i + 1]),
-                                "text": p.span.text} for i, p in enumerate(paragraphs)],
-                "sentences": records}
-    meta = build_meta(tokenizer, name, digest, len(train_ids), len(val_ids), L)
-    meta["supported_model_modes"] = ["token_classifier"]
-    meta["book"] = {"fingerprint": stamp, "format_version": FORMAT_VERSION,
-                    "source": source, "stages": len(stage_entries)}
 
-    # ---------------------------------------------------------------- write, then swap in
+
+def _write_atomically(out: Path, book: BookTokens, tokenizer, segments: dict, stats: dict,
+                      curriculum: dict, entries: list[dict], items: list[dict],
+                      meta: dict) -> None:
+    """Every file into a temporary directory beside `out`, which then replaces it (meta.json
+    last: a directory without it is not a prepared book)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        np.array(train_ids, dtype=np.uint16).tofile(tmp / "train.bin")
-        np.array(val_ids, dtype=np.uint16).tofile(tmp / "val.bin")
+        np.array(book.train_ids, dtype=np.uint16).tofile(tmp / "train.bin")
+        np.array(book.val_ids, dtype=np.uint16).tofile(tmp / "val.bin")
         (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_json(), ensure_ascii=False),
                                             encoding="utf-8")
         (tmp / "segments.json").write_text(json.dumps(segments, ensure_ascii=False),
                                            encoding="utf-8")
         (tmp / "statistics.json").write_text(json.dumps(stats, indent=1), encoding="utf-8")
-        (tmp / "curriculum.json").write_text(json.dumps(_curriculum_file(cfg), indent=1))
-        write_stages(tmp, stage_entries, stage_items)
+        (tmp / "curriculum.json").write_text(json.dumps(curriculum, indent=1))
+        write_stages(tmp, entries, items)
         (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1),
                                        encoding="utf-8")
         if out.exists():
@@ -277,4 +296,3 @@ def prepare_book(source: str, out_dir: str | Path, cfg: BookConfig, log=print) -
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
