@@ -100,13 +100,19 @@ def test_a_budgeted_run_stops_validates_saves_and_ends_its_schedule(shakespeare,
     assert lr[20] == pytest.approx(cosine_lr(19, o.lr, o.min_lr, 0, 30))
 
 
-def test_a_resumed_budgeted_run_counts_the_time_already_spent(shakespeare, tmp_path,
-                                                            monkeypatch):
+def _run_half_a_minute(shakespeare, out, monkeypatch) -> tuple[StepClock, Trainer]:
+    """A 30 s budget at 1 s a step: the run stops after step 30 (the test above)."""
     clock = StepClock()
     monkeypatch.setattr(time_budget, "clock", clock)
-    first = _budgeted(shakespeare, tmp_path, minutes=0.5)
+    first = _budgeted(shakespeare, out, minutes=0.5)
     clock.trainer = first
     first.run()
+    return clock, first
+
+
+def test_a_resumed_budgeted_run_counts_the_time_already_spent(shakespeare, tmp_path,
+                                                            monkeypatch):
+    clock, _ = _run_half_a_minute(shakespeare, tmp_path, monkeypatch)
     second = _budgeted(shakespeare, tmp_path, minutes=1.0, resume="auto")
     clock.trainer = second
     # the clock reads the step, so this session's origin is step 30: 30 s before + 30 s now
@@ -117,11 +123,7 @@ def test_a_resumed_budgeted_run_counts_the_time_already_spent(shakespeare, tmp_p
 
 def test_a_resumed_run_whose_budget_is_spent_trains_no_further(shakespeare, tmp_path,
                                                                 monkeypatch):
-    clock = StepClock()
-    monkeypatch.setattr(time_budget, "clock", clock)
-    first = _budgeted(shakespeare, tmp_path, minutes=0.5)
-    clock.trainer = first
-    first.run()
+    clock, first = _run_half_a_minute(shakespeare, tmp_path, monkeypatch)
     saved = (tmp_path / "latest" / "model.safetensors").read_bytes()
     said = []
     second = Trainer(first.cfg, first.dataset, tmp_path, resume="auto", log=said.append)
