@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from tests.book_support import FAST, write_small_book
-from unmask.cli.book import BookTrainer
 from unmask.config.book import resolve_book_config, to_run_config
 from unmask.data.book.pipeline import prepare_book
 from unmask.data.book.stages import run_steps
 from unmask.data.dataset import Dataset
 from unmask.model.checkpoint import load_checkpoint
 from unmask.objectives.book_curriculum import BookLoader, mask_rows, stage_lr
+from unmask.train.trainer import Trainer
 
 pytest.importorskip("tokenizers")
 pytest.importorskip("sklearn")
@@ -34,8 +34,8 @@ def book(tmp_path_factory):
 
 def trainer_for(cfg, data_dir, out, **kw):
     _, budgets = run_steps(data_dir, cfg.training.batch_size, cfg.training.eval_interval)
-    return BookTrainer(to_run_config(cfg, sum(budgets), str(data_dir)), Dataset.load(data_dir),
-                       out, log=quiet, **kw)
+    return Trainer(to_run_config(cfg, sum(budgets), str(data_dir)), Dataset.load(data_dir),
+                   out, log=quiet, **kw)
 
 
 def test_stage_lr_warms_up_then_decays_by_a_cosine():
@@ -158,7 +158,8 @@ def test_resume_mid_stage_continues_exactly(book, tmp_path):
 
 def test_learning_rate_hook_by_hand(book, tmp_path):
     """Each stage restarts warmup + cosine scaled by its lr_factor; a stage lasts its budget,
-    the last one until train.max_iters (which a validation transition can move)."""
+    the last one until the trainer's horizon (train.max_iters, or the steps train.max_minutes
+    holds; a validation transition can move the stage's start)."""
     cfg, out = book
     obj = trainer_for(cfg, out, tmp_path / "run").objective
     settings = [obj.settings(k) for k in obj.active]
@@ -178,6 +179,6 @@ def test_learning_rate_hook_by_hand(book, tmp_path):
         length = 12 - start if position == len(obj.active) - 1 else obj.budgets[position]
         assert length != obj.budgets[position] or position < 2
         for local in range(0, 9):
-            got = obj.learning_rate(start + local, lr, floor)
+            got = obj.learning_rate(start + local, lr, floor, 12)
             want = expected(local, st["lr_factor"], st["warmup_steps"], length)
             assert got == pytest.approx(want), (position, local)

@@ -26,31 +26,6 @@ from unmask.train.trainer import Trainer
 NAME = "book"
 
 
-class BookTrainer(Trainer):
-    """The trainer with the two hooks `objectives/book_curriculum.py` documents: the
-    objective's per-stage learning rate (`learning_rate`), and the stage-best checkpoints it
-    asks for after a validation (`checkpoints_to_save`). Once Trainer.set_lr and
-    Trainer._validate_and_save call these hooks themselves, this subclass can go."""
-
-    def set_lr(self) -> float:
-        hook = getattr(self.objective, "learning_rate", None)
-        if hook is None:
-            return super().set_lr()
-        o = self.cfg.optim
-        lr = self.counters.lr_scale * hook(self.counters.step, o.lr, o.min_lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
-    def _validate_and_save(self, loss):
-        result = super()._validate_and_save(loss)
-        hook = getattr(self.objective, "checkpoints_to_save", None)
-        for name in hook() if hook else []:
-            if self.cfg.train.save_checkpoints:
-                self.save(name)
-        return result
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser(NAME, help="prepare one book and train a style model on it "
                                   "(3-stage curriculum, seed 004)")
@@ -79,14 +54,14 @@ def _items_per_step(cfg) -> int:
     return cfg.training.batch_size * cfg.training.gradient_accumulation_steps * world_size()
 
 
-def _build(cfg, data_dir: Path, out: Path, resume: str | None, log=print) -> BookTrainer:
+def _build(cfg, data_dir: Path, out: Path, resume: str | None, log=print) -> Trainer:
     from unmask.config.book import to_run_config
     from unmask.data.book.stages import run_steps
     from unmask.data.dataset import Dataset
 
     _, budgets = run_steps(data_dir, _items_per_step(cfg), cfg.training.eval_interval)
     run_cfg = to_run_config(cfg, max_iters=sum(budgets), data=str(data_dir))
-    return BookTrainer(run_cfg, Dataset.load(data_dir), out, resume=resume, log=log)
+    return Trainer(run_cfg, Dataset.load(data_dir), out, resume=resume, log=log)
 
 
 def sizing_report(trainer: Trainer, batch_size: int, num_samples: int) -> dict:
@@ -107,7 +82,7 @@ def sizing_report(trainer: Trainer, batch_size: int, num_samples: int) -> dict:
             "precision": dtype, "device": str(trainer.device)}
 
 
-def time_stages(trainer: BookTrainer, steps: int = 2) -> list[dict]:
+def time_stages(trainer: Trainer, steps: int = 2) -> list[dict]:
     """Seconds per optimizer step of every active stage (one warm-up step each) and the
     estimated seconds per epoch and per stage budget."""
     from unmask.data.book.stages import planned_steps

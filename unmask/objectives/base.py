@@ -100,6 +100,15 @@ class Objective:
         """React to a validation (curriculum stages); returns extra figures to log."""
         return {}
 
+    def checkpoints_to_save(self) -> list[str]:
+        """Checkpoint names to write besides latest/best after the current validation."""
+        return []
+
+    def learning_rate(self, step: int, lr: float, min_lr: float, horizon: int) -> float | None:
+        """The learning rate for `step` when the objective schedules its own, else None (the
+        trainer's warmup + cosine from `lr` to `min_lr` at step `horizon`)."""
+        return None
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 

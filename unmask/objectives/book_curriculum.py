@@ -20,9 +20,11 @@ is the best generative model and compares across runs and tokenizers, bits per b
 included); each stage's own loss (`val_stage_<k>_loss`: masked cross-entropy on a fixed set of
 its validation items at fixed masks) drives transitions and the stage-best checkpoints.
 
-Trainer hooks (two methods the trainer calls when an objective has them; cli/book.py's
-BookTrainer does, until Trainer itself does -- see the report of issue 10):
-- `learning_rate(step, lr, min_lr)`: the rate for `step`, replacing the trainer's schedule;
+Trainer hooks (objectives/base.py), so `unmask book` and `unmask train
+--train.objective=book_curriculum` train alike:
+- `learning_rate(step, lr, min_lr, horizon)`: the stage's rate for `step`, replacing the
+  trainer's schedule (the last stage decays to the trainer's horizon: `train.max_iters`, or
+  the steps `train.max_minutes` holds);
 - `checkpoints_to_save()`: names (`best_stage1` ...) to write after the current validation.
 """
 
@@ -176,12 +178,11 @@ class BookCurriculumObjective(Objective):
     def settings(self, k: int) -> dict:
         return self.schedule["stages"][k]
 
-    def learning_rate(self, step: int, lr: float, min_lr: float) -> float:
+    def learning_rate(self, step: int, lr: float, min_lr: float, horizon: int) -> float:
         """Trainer hook: the stage's warmup + cosine, scaled by its lr_factor."""
         st, a = self.settings(self.stage), self.state.position
         last = a == len(self.active) - 1
-        length = (max(1, self.cfg.train.max_iters - self.state.stage_start) if last
-                  else self.budgets[a])
+        length = max(1, horizon - self.state.stage_start) if last else self.budgets[a]
         f = st["lr_factor"]
         return stage_lr(step - self.state.stage_start, lr * f, min_lr * f, st["warmup_steps"],
                         length)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from unmask.config.schema import RunConfig, apply_overrides
 from unmask.data.dataset import Dataset
-from unmask.errors import UserError
+from unmask.errors import UserError, disk_errors
 from unmask.model import checkpoint as ckpt
 from unmask.model import sizing
 from unmask.model.transformer import Transformer, describe
@@ -67,16 +67,9 @@ def complete_config(cfg: RunConfig, dataset: Dataset) -> RunConfig:
     return apply_overrides(cfg, filled)
 
 
-@contextlib.contextmanager
-def disk_errors(what: str):
-    """A full disk or a read-only folder is the machine's state, not a bug: one line, exit 2.
-    (A failed save has already put the previous checkpoint back.)"""
-    try:
-        yield
-    except OSError as err:
-        raise UserError(f"could not {what}: {err.strerror or err}; free some disk space or "
-                        "train into a writable --out directory (saved checkpoints are intact)"
-                        ) from err
+# (a failed save has already put the previous checkpoint back)
+DISK_FIX = ("free some disk space or train into a writable --out directory (saved checkpoints "
+            "are intact)")
 
 
 class Trainer:
@@ -195,7 +188,7 @@ class Trainer:
         if not is_main():
             return None
         keep = self.cfg.train.keep_last_k if name == "latest" else 1
-        with disk_errors(f"save checkpoint {self.out_dir / name}"):
+        with disk_errors(f"save checkpoint {self.out_dir / name}", DISK_FIX):
             return self._save(name, keep, weights, state)
 
     def _save(self, name: str, keep: int, weights, state: dict) -> Path:
@@ -262,10 +255,13 @@ class Trainer:
             return self.objective.validate(self.model, self.amp)
 
     def set_lr(self) -> float:
-        o = self.cfg.optim
-        lr = self.counters.lr_scale * cosine_lr(self.counters.step, o.lr, o.min_lr,
-                                                o.warmup_iters,
-                                                o.lr_decay_iters or self.budget.horizon)
+        """The objective's own schedule if it has one, else warmup + cosine to the horizon."""
+        o, step = self.cfg.optim, self.counters.step
+        horizon = o.lr_decay_iters or self.budget.horizon
+        lr = self.objective.learning_rate(step, o.lr, o.min_lr, horizon)
+        if lr is None:
+            lr = cosine_lr(step, o.lr, o.min_lr, o.warmup_iters, horizon)
+        lr *= self.counters.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -297,7 +293,7 @@ class Trainer:
         saves and returns)."""
         cfg, c = self.cfg.train, self.counters
         if is_main():
-            with disk_errors(f"write to {self.out_dir}"):
+            with disk_errors(f"write to {self.out_dir}", DISK_FIX):
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(),
                                                                      indent=1))
@@ -393,8 +389,8 @@ class Trainer:
             headline = {k: v for k, v in result.items() if "stage_" not in k}
             self.bar.write(f"step {c.step}: " + ", ".join(
                 f"{k} {v:.4f}" for k, v in headline.items()) + f", train loss {float(loss):.4f}")
+        extra = self.objective.checkpoints_to_save()  # asked for once: drained either way
         if self.cfg.train.save_checkpoints:
-            self.save("latest")
-            if improved:
-                self.save("best")
+            for name in ["latest", *(["best"] if improved else []), *extra]:
+                self.save(name)
         return result
