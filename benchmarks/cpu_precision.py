@@ -2,15 +2,17 @@
 scale", item 0)
 
 Prints the probe's own figures and decision for the preset's own block (`unmask.runtime.
-precision`, `ProbeShape` of the model and batch, measured afresh, cache untouched), then times
-the preset's real training step (`Trainer.train_step`: masking or next-token targets, forward,
-backward, clipping, AdamW on Tiny Shakespeare) in float32 and under bf16 autocast, steps
+precision`, `ProbeShape` of the model, batch and the attention kernels the run may use,
+measured afresh, cache untouched), then times the preset's real training step
+(`Trainer.train_step`: masking or next-token targets, forward, backward, clipping, AdamW on
+Tiny Shakespeare) in float32 and under bf16 autocast, steps
 interleaved, and says whether the probe's choice is the faster one. Also: the probe at 1
 thread vs all threads, what the rule decides on the emulated-bf16 Xeon figures of
 MEASUREMENTS.md, and with --compile the same step under torch.compile (slow to compile).
 
     .venv/bin/python benchmarks/cpu_precision.py [--preset cpu-demo] [--steps 5] [--warmup 2]
     .venv/bin/python benchmarks/cpu_precision.py --preset nanogpt-cpu-lm --steps 30
+        [--max-iters 20000]
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from common import header
 from unmask.config.presets import resolve_config
 from unmask.data.dataset import Dataset
 from unmask.data.prepare import prepare
-from unmask.model.sizing import probe_shape
 from unmask.runtime import machine_cache, precision
+from unmask.train.speed import cpu_probe_shape
 from unmask.train.trainer import Trainer
 
 # MEASUREMENTS.md, Intel Xeon with AVX-512 and emulated bf16: cpu-demo at 12,600 tokens/s in
@@ -54,7 +56,8 @@ def time_steps(trainers: dict[str, Trainer], steps: int, warmup: int) -> dict[st
     return times
 
 
-def build_trainers(preset: str, compile_too: bool, tmp: Path) -> dict[str, Trainer]:
+def build_trainers(preset: str, compile_too: bool, tmp: Path, extra_overrides: dict
+                   ) -> dict[str, Trainer]:
     """The preset's trainer in float32 and bf16 (and compiled), on Tiny Shakespeare."""
     variants = {"float32": {"train.dtype": "float32"}, "bfloat16": {"train.dtype": "bfloat16"}}
     if compile_too:
@@ -63,7 +66,8 @@ def build_trainers(preset: str, compile_too: bool, tmp: Path) -> dict[str, Train
     trainers = {}
     for name, extra in variants.items():
         cfg = resolve_config(preset, {"data": str(data), "train.progress": False,
-                                      "train.compile": "false", **extra})
+                                      "train.compile": "false", **extra_overrides,
+                                      **extra})
         trainers[name] = Trainer(cfg, Dataset.load(data), tmp / name, log=lambda *_: None)
         trainers[name].model.train()
     return trainers
@@ -75,8 +79,9 @@ def report_probe(shape: precision.ProbeShape) -> str:
     probe = precision.time_probe(**shape.probe_args())
     probe_s = time.perf_counter() - started
     picked = precision.decide(probe.fp32_ms, probe.bf16_ms)
-    print(f"\nprobe of {shape.label()} ({probe_s:.2f} s): float32 {probe.fp32_ms:.1f} ms, "
-          f"bf16 {probe.bf16_ms:.1f} ms (bf16 speed-up {probe.fp32_ms / probe.bf16_ms:.2f}x, "
+    print(f"\nprobe of {shape.label()} ({probe_s:.2f} s): float32 {probe.fp32_ms:.1f} ms "
+          f"({probe.fp32_attention}), bf16 {probe.bf16_ms:.1f} ms ({probe.bf16_attention}) "
+          f"(bf16 speed-up {probe.fp32_ms / probe.bf16_ms:.2f}x, "
           f"margin {precision.BF16_MARGIN:.0%}; repeat spread {probe.spread:.0%}, "
           f"{'steady' if probe.steady else 'UNSTEADY: would not be cached'}) -> {picked}")
     threads = torch.get_num_threads()
@@ -93,6 +98,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--max-iters", type=int,
+                        help="the run's length (a long CPU run measures its attention kernel: "
+                             "the probe then times both)")
     args = parser.parse_args()
     header(f"CPU precision: the start-up probe vs the real {args.preset} training step")
     print(f"cpu bf16 flags: {cpu_bf16_flags()}; oneDNN claims bf16: "
@@ -102,9 +110,11 @@ def main() -> None:
     print(f"rule on the emulated-bf16 Xeon (MEASUREMENTS.md): float32 {EMULATED_XEON_MS[0]:.0f} "
           f"ms, bf16 {EMULATED_XEON_MS[1]:.0f} ms a step -> {xeon}")
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = build_trainers(args.preset, args.compile, Path(tmp))
-        cfg = trainers["float32"].cfg
-        picked = report_probe(probe_shape(cfg.model, cfg.train.batch_size))
+        length = {"train.max_iters": args.max_iters} if args.max_iters else {}
+        trainers = build_trainers(args.preset, args.compile, Path(tmp), length)
+        base = trainers["float32"]
+        cfg = base.cfg
+        picked = report_probe(cpu_probe_shape(cfg, base.device, base.long_run))
         tokens = cfg.train.batch_size * cfg.model.block_size * cfg.train.grad_accum
         print(f"\n{args.preset} train_step ({cfg.model.n_layer}L/{cfg.model.n_embd}, batch "
               f"{cfg.train.batch_size} x context {cfg.model.block_size} = {tokens} tokens), "

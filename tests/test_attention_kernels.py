@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from unmask.config.presets import resolve_config
 from unmask.config.schema import ConfigError
 from unmask.errors import UserError
-from unmask.model.attention_kernels import ATTENTION_KERNELS, math_attention
+from unmask.runtime.attention_kernels import ATTENTION_KERNELS, math_attention
 from unmask.model.transformer import KVCache, Transformer
 from unmask.runtime import machine_cache
 from unmask.train import attention_probe
@@ -194,3 +194,14 @@ def test_a_trainer_sets_the_chosen_kernel_and_logs_it(shakespeare, tmp_path):
     short = Trainer(resolve_config("debug", {**tiny, "train.attention": "auto"}), shakespeare,
                     tmp_path / "b", log=lines.append)
     assert short.model.blocks[0].attn.kernel == "sdpa"  # a short run is not measured
+
+
+def test_the_cpu_probes_time_the_kernels_the_run_may_use():
+    from unmask.train.speed import cpu_probe_shape
+
+    auto = _cfg()
+    assert cpu_probe_shape(auto, CPU, long_run=False).attention == ("sdpa",)
+    assert cpu_probe_shape(auto, CPU, long_run=True).attention == tuple(ATTENTION_KERNELS)
+    assert cpu_probe_shape(_cfg(**{"train.attention": "math"}), CPU, True).attention == ("math",)
+    shape = cpu_probe_shape(auto, CPU, long_run=True)
+    assert (shape.width, shape.context, shape.tokens) == (16, 16, 4 * 16)

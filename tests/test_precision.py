@@ -89,9 +89,11 @@ def test_each_model_shape_is_measured_once_and_cached_apart(probe):
     probe.timings = (10.0, 16.0)
     lm = cpu_precision(lm_shape)
     assert probe.calls == 2 and probe.shape == {"tokens": 768, "width": 128, "n_head": 4,
-                                                "context": 64, "vocab": 65, "causal": True}
+                                                "context": 64, "vocab": 65, "causal": True,
+                                                "attention": ("sdpa", "math")}
     assert (demo.dtype, lm.dtype) == ("bfloat16", "float32") and demo.key != lm.key
-    assert "(block 128w 4h ctx 64 causal vocab 65 x 768 tokens) float32 10.0 ms" in lm.describe()
+    assert ("(block 128w 4h ctx 64 causal vocab 65 x 768 tokens, attention sdpa|math) float32 "
+            "10.0 ms") in lm.describe()
     assert cpu_precision(lm_shape).source == cpu_precision().source == "cached"
     assert (cpu_precision(lm_shape).dtype, cpu_precision().dtype) == ("float32", "bfloat16")
     assert probe.calls == 2
@@ -220,3 +222,35 @@ def test_cuda_path_does_not_probe(probe, monkeypatch):
     monkeypatch.setattr(device.torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert autocast_dtype(torch.device("cuda"), "auto") is torch.bfloat16
     assert probe.calls == 0
+
+
+class VariantClock:
+    """A clock that a fake probe step advances by its (precision, kernel)'s time, so the
+    probe's choices are tested without timing anything."""
+
+    def __init__(self, ms: dict):
+        self.now, self.ms = 0.0, ms
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def step(self, w, x, y, bf16, n_head, causal, attention):
+        self.now += self.ms[(bf16, attention)] / 1000
+
+
+@pytest.mark.parametrize("kernels, expected", [
+    # float32 fastest with the fused kernel, bf16 with plain matmuls: each precision is timed
+    # by its own faster kernel, and bf16 wins
+    (("sdpa", "math"), (2.0, 1.0, "sdpa", "math", "bfloat16")),
+    # a run that keeps SDPA (a short one) sees bf16 at its slow fused backward: float32
+    (("sdpa",), (2.0, 6.0, "sdpa", "sdpa", "float32")),
+])
+def test_each_precision_is_timed_with_its_faster_kernel(monkeypatch, kernels, expected):
+    clock = VariantClock({(False, "sdpa"): 2.0, (False, "math"): 4.0,
+                          (True, "sdpa"): 6.0, (True, "math"): 1.0})
+    monkeypatch.setattr(precision, "time", clock)
+    monkeypatch.setattr(precision, "_probe_step", clock.step)
+    t = precision.time_probe(tokens=64, width=32, n_head=2, context=16, attention=kernels)
+    assert (t.fp32_ms, t.bf16_ms, t.fp32_attention, t.bf16_attention) == pytest.approx(
+        expected[:4])
+    assert t.steady and precision.decide(t.fp32_ms, t.bf16_ms) == expected[4]

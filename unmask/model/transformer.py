@@ -15,7 +15,7 @@ import torch.utils.checkpoint
 
 from unmask.config.schema import ModelConfig
 from unmask.errors import UserError
-from unmask.model.attention_kernels import ATTENTION_KERNELS
+from unmask.runtime.attention_kernels import ATTENTION_KERNELS
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:

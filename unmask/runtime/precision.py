@@ -5,8 +5,13 @@ AMX: recent Xeons, AMD EPYC) bf16 autocast trains the `cpu-demo` model ~1.3x fas
 on an AVX-512 Xeon where oneDNN emulates bf16 it was ~3x *slower* (MEASUREMENTS.md), although
 `torch.ops.mkldnn._is_mkldnn_bf16_supported()` said yes on both. So we time it: one transformer
 block of the model's own shapes (`ProbeShape`: width, heads, context, vocabulary, the step's
-tokens up to the demo probe's work), forward + backward, float32 and bf16 interleaved, about
-half a second once per machine and shape (a few seconds at most on a busy one), and keep bf16
+tokens up to the demo probe's work), forward + backward, float32 and bf16 interleaved, each
+precision with the attention kernels the run may use (runtime.attention_kernels; a long run
+picks the faster by train.attention_probe, others keep SDPA) and timed by its faster one,
+as training then runs it: the fused CPU kernel's
+backward is slow under bf16, and timing bf16 with it alone made float32 win nanoGPT's
+128-wide causal block here (9.1 against 8.5 ms; with plain matmuls bf16 takes 5.7 ms). About
+a second once per machine and shape (a few seconds at most on a busy one); bf16 is kept
 only if it saves at least `BF16_MARGIN` of the step time. The shape matters: on the AMX Xeon
 here bf16 is ~1.4x faster for the 192-wide demo block but slower for nanoGPT's 128-wide,
 768-token step (BENCHMARKS.md). The figures are cached per machine and shape in
@@ -30,10 +35,11 @@ import torch.nn.functional as F
 
 from unmask.errors import UserError
 from unmask.runtime import machine_cache
+from unmask.runtime.attention_kernels import ATTENTION_KERNELS
 
 BF16_MARGIN = 0.10  # bf16 must save >= 10 % of the step: a near-tie is not worth its rounding
 MAX_SPREAD = 0.25  # trust (and cache) a probe only if each precision's two fastest steps agree
-PROBE_VERSION = 2  # part of the cache key: bump when the workload changes
+PROBE_VERSION = 3  # part of the cache key: bump when the workload changes
 PROBE_TOKENS = 4096  # the demo-shaped probe's tokens; other widths get the same work (flops)
 PRECISION_ENV = "UNMASK_CPU_PRECISION"
 
@@ -92,6 +98,9 @@ class ProbeShape:
     vocab: int = 72
     tokens: int = PROBE_TOKENS  # tokens per timed step: whole rows of `context`
     causal: bool = False
+    # the attention kernels the run may compute with (train.attention_probe.kernel_candidates):
+    # each precision is timed with the faster of them
+    attention: tuple[str, ...] = tuple(ATTENTION_KERNELS)
 
     @classmethod
     def of_model(cls, width: int, n_head: int, context: int, vocab: int, batch_tokens: int,
@@ -104,7 +113,8 @@ class ProbeShape:
 
     def label(self) -> str:
         return (f"block {self.width}w {self.n_head}h ctx {self.context}"
-                f"{' causal' if self.causal else ''} vocab {self.vocab} x {self.tokens} tokens")
+                f"{' causal' if self.causal else ''} vocab {self.vocab} x {self.tokens} tokens"
+                f", attention {'|'.join(self.attention)}")
 
     def probe_args(self) -> dict:
         """`time_probe`'s keyword arguments."""
@@ -128,13 +138,13 @@ def _probe_tensors(tokens: int, width: int, context: int, vocab: int, generator)
 
 
 def _probe_step(w: dict, x: torch.Tensor, y: torch.Tensor, bf16: bool, n_head: int,
-                causal: bool = False) -> None:
+                causal: bool = False, attention: str = "sdpa") -> None:
     """Forward + backward of the block, as `model.transformer` computes it (minus RoPE)."""
     B, T, C = x.shape
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         h = F.rms_norm(x, (C,))
         q, k, v = F.linear(h, w["qkv"]).view(B, T, 3, n_head, C // n_head).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, nh, T, hs)
+        a = ATTENTION_KERNELS[attention](q, k, v, is_causal=causal)  # (B, nh, T, hs)
         h = x + F.linear(a.transpose(1, 2).reshape(B, T, C), w["proj"])
         gate, up = F.linear(F.rms_norm(h, (C,)), w["gate_up"]).chunk(2, dim=-1)
         h = h + F.linear(F.silu(gate) * up, w["down"])
@@ -146,11 +156,14 @@ def _probe_step(w: dict, x: torch.Tensor, y: torch.Tensor, bf16: bool, n_head: i
 
 @dataclass(frozen=True)
 class ProbeTimes:
-    """The probe's figures: fastest step of each precision, and how far the runner-up was off."""
+    """The probe's figures: fastest step of each precision (with its faster attention
+    kernel), and how far that kernel's runner-up step was off."""
 
     fp32_ms: float
     bf16_ms: float
     spread: float  # max over both of (second-fastest / fastest - 1); inf with one timed rep
+    fp32_attention: str = "sdpa"  # the kernel that gave fp32_ms
+    bf16_attention: str = "sdpa"
 
     @property
     def steady(self) -> bool:
@@ -160,36 +173,50 @@ class ProbeTimes:
 
 
 def time_probe(tokens: int = PROBE_TOKENS, width: int = 192, n_head: int = 4, context: int = 128,
-               vocab: int = 72, causal: bool = False, warmup: int = 1, reps: int = 2,
-               max_reps: int = 50, min_s: float = 0.3, budget_s: float = 2.0) -> ProbeTimes:
-    """Float32 vs bf16-autocast forward+backward steps, interleaved; the fastest of each.
+               vocab: int = 72, causal: bool = False,
+               attention: tuple[str, ...] = tuple(ATTENTION_KERNELS), warmup: int = 1,
+               reps: int = 2, max_reps: int = 50, min_s: float = 0.3, budget_s: float = 3.0
+               ) -> ProbeTimes:
+    """Float32 vs bf16-autocast forward+backward steps, each with every kernel of `attention`,
+    interleaved; the fastest of each precision.
 
-    Interleaving (alternating which goes first) spreads a busy neighbour over both; the
-    minimum discards the interruptions of a shared machine. After `reps` timed pairs it stops
-    as soon as the figures are steady and `min_s` has passed (a small block's millisecond
-    steps need more pairs than the demo's), else goes on (up to `max_reps`) until they are or
-    `budget_s` is spent (then `spread` says unsteady; inf if not even one pair was timed).
-    Uses its own generator, so the global RNG (and with it a seeded run's initial weights) is
-    the same whether or not the probe ran.
+    Interleaving (alternating the order) spreads a busy neighbour over all variants; the
+    minimum discards the interruptions of a shared machine. After `reps` timed rounds it stops
+    as soon as each precision's fastest variant is steady and `min_s` has passed (a small
+    block's millisecond steps need more rounds than the demo's), else goes on (up to
+    `max_reps`) until they are or `budget_s` is spent (then `spread` says unsteady; inf if not
+    even one round was timed). Uses its own generator, so the global RNG (and with it a seeded
+    run's initial weights) is the same whether or not the probe ran.
     """
     w, x, y = _probe_tensors(tokens, width, context, vocab, torch.Generator().manual_seed(0))
-    times: dict[bool, list[float]] = {False: [], True: []}  # warm-up included
+    variants = [(bf16, kernel) for bf16 in (False, True) for kernel in attention]
+    times: dict[tuple[bool, str], list[float]] = {v: [] for v in variants}  # warm-up included
     started = time.perf_counter()
     with torch.inference_mode(False), torch.enable_grad():
         for rep in range(warmup + max(reps, max_reps)):
-            for bf16 in ((False, True) if rep % 2 == 0 else (True, False)):
+            for bf16, kernel in (variants if rep % 2 == 0 else variants[::-1]):
                 t0 = time.perf_counter()
-                _probe_step(w, x, y, bf16, n_head, causal)
-                times[bf16].append(1000 * (time.perf_counter() - t0))
+                _probe_step(w, x, y, bf16, n_head, causal, kernel)
+                times[(bf16, kernel)].append(1000 * (time.perf_counter() - t0))
             timed = {k: v[warmup:] for k, v in times.items()}
-            spread = max(map(_spread, timed.values()))
+            spread = max(_spread(timed[v]) for v in _fastest(timed).values())
             elapsed = time.perf_counter() - started
-            if len(timed[False]) >= reps and spread <= MAX_SPREAD and elapsed >= min_s:
+            if rep >= warmup + reps - 1 and spread <= MAX_SPREAD and elapsed >= min_s:
                 break
             if elapsed > budget_s:  # a busy machine: give up, unsteady
                 break
     timed = {k: v[warmup:] or v for k, v in times.items()}
-    return ProbeTimes(min(timed[False]), min(timed[True]), spread)
+    best = _fastest(timed)
+    return ProbeTimes(min(timed[best[False]]), min(timed[best[True]]),
+                      max(_spread(timed[v]) for v in best.values()),
+                      best[False][1], best[True][1])
+
+
+def _fastest(timed: dict[tuple[bool, str], list[float]]) -> dict[bool, tuple[bool, str]]:
+    """Per precision (bf16 or not), the variant with the fastest step so far."""
+    return {bf16: min((v for v in timed if v[0] == bf16),
+                      key=lambda v: min(timed[v], default=float("inf")))
+            for bf16 in (False, True)}
 
 
 def _spread(times: list[float]) -> float:

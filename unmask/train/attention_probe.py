@@ -1,7 +1,7 @@
 """Which attention kernel a training run computes with (`train.attention=auto`, the default).
 
 On CUDA `sdpa` (flash attention) always. On a CPU the fused kernel can be the slow part of the
-step (model.attention_kernels), but not on every CPU or at every precision, so a long CPU run
+step (runtime.attention_kernels), but not on every CPU or at every precision, so a long CPU run
 (the gate of runtime.cpu_compile) times the model's attention alone -- forward + backward at
 its batch, heads, context and the precision the run chose -- with both kernels, interleaved,
 and uses `math` only when it is at least `MATH_MARGIN` faster. The figures are cached per
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from unmask.config.schema import RunConfig
-from unmask.model.attention_kernels import ATTENTION_KERNELS
+from unmask.runtime.attention_kernels import ATTENTION_KERNELS
 from unmask.runtime import machine_cache
 
 MATH_MARGIN = 0.10  # the unfused kernel must save >= 10 % of the attention's time
@@ -67,18 +67,28 @@ def time_kernels(batch: int, n_head: int, context: int, head_dim: int, causal: b
     return {f"{name}_ms": min(ms) for name, ms in times.items()}
 
 
+def kernel_candidates(cfg: RunConfig, device: torch.device, long_run: bool,
+                      distributed: bool) -> tuple[tuple[str, ...], str]:
+    """The kernels the run may compute attention with, and why: one (explicit | device |
+    distributed | short-run), or all of them for a long CPU run, to measure."""
+    wanted = cfg.train.attention
+    if wanted != "auto":
+        return (wanted,), "explicit"
+    if device.type != "cpu":
+        return ("sdpa",), "device"
+    if distributed:
+        return ("sdpa",), "distributed"
+    if not long_run:
+        return ("sdpa",), "short-run"
+    return tuple(ATTENTION_KERNELS), "measured"
+
+
 def choose_attention(cfg: RunConfig, device: torch.device, amp: torch.dtype | None,
                      long_run: bool, distributed: bool) -> AttentionChoice:
     """`train.attention`: sdpa | math as given; auto: measured for a long CPU run (module doc)."""
-    wanted = cfg.train.attention
-    if wanted != "auto":
-        return AttentionChoice(wanted, "explicit")
-    if device.type != "cpu":
-        return AttentionChoice("sdpa", "device")
-    if distributed:
-        return AttentionChoice("sdpa", "distributed")
-    if not long_run:
-        return AttentionChoice("sdpa", "short-run")
+    kernels, source = kernel_candidates(cfg, device, long_run, distributed)
+    if len(kernels) == 1:
+        return AttentionChoice(kernels[0], source)
     m = cfg.model
     shape = (cfg.train.batch_size, m.n_head, m.block_size, m.n_embd // m.n_head, m.causal)
     precision = str(amp).removeprefix("torch.") if amp else "float32"

@@ -4,6 +4,8 @@ torch.compile."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from unmask.config.schema import RunConfig, apply_overrides
@@ -11,7 +13,8 @@ from unmask.errors import UserError
 from unmask.model import sizing
 from unmask.runtime import cpu_compile
 from unmask.runtime.distributed import is_distributed
-from unmask.train.attention_probe import choose_attention
+from unmask.runtime.precision import ProbeShape
+from unmask.train.attention_probe import choose_attention, kernel_candidates
 
 QUIET_SOURCES = ("short-run", "device", "distributed")  # choices not worth a log line
 
@@ -21,6 +24,14 @@ def is_long_run(cfg: RunConfig, tokens_per_step: int) -> bool:
     (runtime.cpu_compile.LONG_RUN_FLOPS)."""
     work = sizing.flops_per_token(cfg.model) * tokens_per_step * cfg.train.max_iters
     return work >= cpu_compile.LONG_RUN_FLOPS
+
+
+def cpu_probe_shape(cfg: RunConfig, device: torch.device, long_run: bool) -> ProbeShape:
+    """The block the CPU probes (threads, precision) time for this run: its model and batch,
+    with the attention kernels it may compute with."""
+    kernels, _ = kernel_candidates(cfg, device, long_run, is_distributed())
+    return dataclasses.replace(sizing.probe_shape(cfg.model, cfg.train.batch_size),
+                               attention=kernels)
 
 
 def set_attention_for_training(model, cfg: RunConfig, device: torch.device,

@@ -49,6 +49,7 @@ from unmask.train.optim import cosine_lr, make_optimizer
 from unmask.train.signals import GracefulStop
 from unmask.train.speed import (
     compiled_for_training,
+    cpu_probe_shape,
     fit_batch_to_memory,
     is_long_run,
     set_attention_for_training,
@@ -82,9 +83,9 @@ class Trainer:
         cfg = self.cfg
         seed_everything(derive_seed(cfg.train.seed, "init"))  # the same initial weights on every rank
         self.device = pick_device(local_device(cfg.train.device))
-        shape = sizing.probe_shape(cfg.model, cfg.train.batch_size)  # what a CPU probe times
         # Only a long run is worth measuring threads and torch.compile for (runtime.cpu_compile).
         self.long_run = is_long_run(cfg, self.tokens_per_step)
+        shape = cpu_probe_shape(cfg, self.device, self.long_run)  # what a CPU probe times
         threads = choose_threads(cfg.train.threads, self.device,
                                  self.long_run and not is_distributed(), shape)
         if threads.source not in ("short-run", "default"):
