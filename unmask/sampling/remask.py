@@ -109,6 +109,25 @@ class RemaskSampler:
         remask_id_for(self.remask_target, request.mask_id, self.wrong_id)  # fails early
         return eval_stream(model, self._steps(model, request, tokens, frozen, generator))
 
+    def _margin(self, logits, fills, confidence, doubted) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fills, probability of each placed token): where a flag removed a token, it comes
+        back unless the fill is `change_margin` times as probable as it."""
+        if self.change_margin == 1.0:
+            return fills, confidence
+        p_doubted = logits.float().softmax(-1).gather(
+            -1, doubted.clamp_min(0)[..., None]).squeeze(-1)
+        keep = (doubted >= 0) & (self.change_margin * p_doubted >= confidence)
+        return torch.where(keep, doubted, fills), torch.where(keep, p_doubted, confidence)
+
+    def _reveal_count(self, n_masked: torch.Tensor, steps_left: int) -> torch.Tensor:
+        """Masks to fill per row this step: all of them on a block's last step, else
+        `unmask_per_step` or an even share of the steps left."""
+        if steps_left == 1:
+            return n_masked
+        if self.unmask_per_step is not None:
+            return torch.full_like(n_masked, self.unmask_per_step)
+        return torch.ceil(n_masked / steps_left).long()
+
     def _steps(self, model, r: SampleRequest, tokens, frozen, generator
                ) -> Iterator[StepEvent]:
         """Per step: flag (see module doc), then fill k masked positions per row. The run stops
@@ -152,21 +171,9 @@ class RemaskSampler:
                     return
                 fills, confidence = sample_tokens(logits[..., :V], r.temperature, r.top_k,
                                                   r.top_p, generator, r.gumbel64)
-                placed = confidence  # probability of the token actually placed
-                if self.change_margin != 1.0:
-                    p_doubted = logits[..., :V].float().softmax(-1).gather(
-                        -1, doubted.clamp_min(0)[..., None]).squeeze(-1)
-                    keep = (doubted >= 0) & (self.change_margin * p_doubted >= confidence)
-                    fills = torch.where(keep, doubted, fills)
-                    placed = torch.where(keep, p_doubted, confidence)
-                n_masked = masked.sum(-1)
-                if last:
-                    k = n_masked
-                elif self.unmask_per_step is not None:
-                    k = torch.full_like(n_masked, self.unmask_per_step)
-                else:
-                    k = torch.ceil(n_masked / (block_steps - i)).long()
-                reveal = _most_confident(confidence, masked, k)
+                fills, placed = self._margin(logits[..., :V], fills, confidence, doubted)
+                reveal = _most_confident(confidence, masked,
+                                         self._reveal_count(masked.sum(-1), block_steps - i))
                 x = torch.where(reveal, fills, x)
                 doubted = torch.where(flagged, x, doubted)
                 x = torch.where(flagged, mask_id, x)
