@@ -22,6 +22,7 @@ set -u -o pipefail
 PY=${PYTHON:-python3}
 RESULTS=${OUT:-out/gpu_check}
 RUN=${GPU_CHECK_RUN:-out/gpu_check_run}
+DATA=${GPU_CHECK_DATA:-data/tinyshakespeare}
 QUICK=${GPU_CHECK_QUICK:-0}
 mkdir -p "$RESULTS"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -59,12 +60,14 @@ import unmask  # noqa: F401  (the repository, through PYTHONPATH)
 print("unmask imports")
 EOF
 
-"$PY" -m unmask prepare tinyshakespeare --out data/tinyshakespeare >/dev/null 2>&1
+"$PY" -m unmask prepare tinyshakespeare --out "$DATA" >/dev/null 2>&1
 rm -rf "$RUN"
-step train 180 "$RESULTS/train.log" "$PY" -m unmask train "$PRESET" --data data/tinyshakespeare \
+step train 180 "$RESULTS/train.log" "$PY" -m unmask train "$PRESET" --data "$DATA" \
     --out "$RUN" --train.progress=false "${TRAIN_EXTRA[@]}"
 step eval 90 "$RESULTS/eval.json" "$PY" -m unmask eval "$RUN" --t-points "$T_POINTS" --judge none \
     --json
-step throughput 240 "$RESULTS/throughput.txt" "$PY" benchmarks/throughput.py "${THROUGHPUT[@]}"
+step throughput 240 "$RESULTS/throughput.txt" "$PY" benchmarks/throughput.py --data "$DATA" \
+    "${THROUGHPUT[@]}"
 step gpu-tests 60 "$RESULTS/pytest.txt" "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_cuda.py
 echo "--- summary"; cat "$summary"
+! grep -q ": exit [1-9]" "$summary"  # the script fails if any step did
