@@ -13,10 +13,14 @@
 #    against nanoGPT's 1.4697 nats/char);
 # 3. benchmarks/throughput.py: tokens/s and MFU of `shakespeare-char` and `gpt2-124m`,
 #    diffusion beside language_model (issue 12: >= 25 % / >= 40 % MFU, diffusion >= 0.95 x);
-# 4. the GPU tests (pytest -m gpu).
+# 4. the same preset as a language_model (issue 15: the project's own AR figure at GPU scale,
+#    exact NLL over the split);
+# 5. the GPU tests (pytest -m gpu).
+# The timeouts add up to under 10 minutes, highest priority first.
 #
 # Everything it prints lands in $OUT (the device tool's folder; else out/gpu_check):
-# env.txt, train.log, eval.json, throughput.txt, pytest.txt and summary.txt.
+# env.txt, train.log, eval.json, throughput.txt, train_lm.log, eval_lm.json, pytest.txt and
+# summary.txt (the device tool returns 8 files at most).
 
 set -u -o pipefail
 PY=${PYTHON:-python3}
@@ -61,13 +65,16 @@ print("unmask imports")
 EOF
 
 "$PY" -m unmask prepare tinyshakespeare --out "$DATA" >/dev/null 2>&1
-rm -rf "$RUN"
-step train 180 "$RESULTS/train.log" "$PY" -m unmask train "$PRESET" --data "$DATA" \
+rm -rf "$RUN" "$RUN-lm"
+step train 150 "$RESULTS/train.log" "$PY" -m unmask train "$PRESET" --data "$DATA" \
     --out "$RUN" --train.progress=false "${TRAIN_EXTRA[@]}"
-step eval 90 "$RESULTS/eval.json" "$PY" -m unmask eval "$RUN" --t-points "$T_POINTS" --judge none \
+step eval 60 "$RESULTS/eval.json" "$PY" -m unmask eval "$RUN" --t-points "$T_POINTS" --judge none \
     --json
-step throughput 240 "$RESULTS/throughput.txt" "$PY" benchmarks/throughput.py --data "$DATA" \
+step throughput 200 "$RESULTS/throughput.txt" "$PY" benchmarks/throughput.py --data "$DATA" \
     "${THROUGHPUT[@]}"
-step gpu-tests 60 "$RESULTS/pytest.txt" "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_cuda.py
+step train-lm 100 "$RESULTS/train_lm.log" "$PY" -m unmask train "$PRESET" --data "$DATA" \
+    --out "$RUN-lm" --model.mode=language_model --train.progress=false "${TRAIN_EXTRA[@]}"
+step eval-lm 40 "$RESULTS/eval_lm.json" "$PY" -m unmask eval "$RUN-lm" --judge none --json
+step gpu-tests 40 "$RESULTS/pytest.txt" "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_cuda.py
 echo "--- summary"; cat "$summary"
 ! grep -q ": exit [1-9]" "$summary"  # the script fails if any step did

@@ -21,8 +21,12 @@ def test_the_rehearsal_runs_every_step(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = (tmp_path / "results" / "summary.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in summary] == ["env", "train", "eval", "throughput",
-                                                         "gpu-tests"]
+                                                         "train-lm", "eval-lm", "gpu-tests"]
     assert all(": exit 0 " in line for line in summary), summary
-    for name in ("env.txt", "train.log", "eval.json", "throughput.txt", "pytest.txt"):
+    files = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert len(files) <= 8  # what the device tool brings back
+    for name in ("env.txt", "train.log", "eval.json", "throughput.txt", "train_lm.log",
+                 "eval_lm.json", "pytest.txt"):
         assert (tmp_path / "results" / name).stat().st_size > 0, name
     assert '"elbo_nats_per_char"' in (tmp_path / "results" / "eval.json").read_text()
+    assert '"nll_nats_per_char"' in (tmp_path / "results" / "eval_lm.json").read_text()
