@@ -8,7 +8,7 @@ corruption (a share --rate of characters swapped for random other ones, corrupt_
 seeded), and the command's speed:
 
     .venv/bin/python benchmarks/proofread.py RUN [--chars 16384] [--rate 0.10]
-        [--prior-rate 0.03 ...] [--proofreader channel|remask] [--seed 0]
+        [--prior-rate 0.03 ...] [--proofreader channel|remask] [--seed 0] [--dtype float32]
 
 Prints, per prior rate, the character error rate before and after, precision/recall/F1 of the
 changed characters and characters per second; JSON on the last line.
@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--proofreader", default="channel", choices=("channel", "remask"))
     parser.add_argument("--seed", type=int, default=0, help="corruption draw")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="float32", choices=("auto", "float32", "bfloat16"),
+                        help="unmask proofread --dtype (default float32: `unmask eval "
+                             "--repair`'s arithmetic)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     header("unmask proofread: a long corrupted validation stretch, proofread whole")
@@ -52,10 +55,10 @@ def main() -> None:
     for prior in args.prior_rate:
         with Timer() as timer:
             result = proofread_pretrained(pre, text, proofreader=args.proofreader,
-                                          prior_rate=prior)
+                                          prior_rate=prior, dtype=args.dtype)
         fixed = torch.tensor(tok.encode(result["text"]))[None]
         d = detection_scores(fixed != corrupted, replaced)
-        row = {"prior_rate": prior, "chars": clean.size(1),
+        row = {"prior_rate": prior, "dtype": result["precision"], "chars": clean.size(1),
                "cer_before": round(char_error_rate(corrupted, clean), 4),
                "cer_after": round(char_error_rate(fixed, clean), 4),
                "precision": round(d["precision"], 3), "recall": round(d["recall"], 3),
@@ -64,7 +67,7 @@ def main() -> None:
         rows.append(row)
         print(f"prior {prior}: CER {row['cer_before']:.2%} -> {row['cer_after']:.2%}, "
               f"F1 {row['f1']:.3f} (P {row['precision']:.3f} R {row['recall']:.3f}), "
-              f"{row['seconds']} s, {row['chars_per_second']} chars/s")
+              f"{row['seconds']} s, {row['chars_per_second']} chars/s ({row['dtype']})")
     print(json.dumps({"run": args.run, "proofreader": args.proofreader, "rate": args.rate,
                       "seed": args.seed, "rows": rows}))
 

@@ -101,22 +101,50 @@ def test_the_command_keeps_length_and_unknown_characters(sc_run, proofreader):
                for c in result["changes"])
 
 
+@pytest.mark.parametrize("proofreader", ["channel", "remask"])
+def test_dtype_auto_takes_the_precision_training_would(sc_run, monkeypatch, proofreader):
+    from unmask.cli.proofread import proofread_pretrained
+    from unmask.model.pretrained import load_pretrained
+    from unmask.runtime import device as runtime_device
+    from unmask.runtime.precision import PrecisionChoice
+
+    probed = []
+    monkeypatch.setattr(runtime_device, "cpu_precision", lambda shape: probed.append(shape)
+                        or PrecisionChoice("bfloat16", "measured"))
+    pre = load_pretrained(str(sc_run), "cpu")
+    seen = []
+    pre.model.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    auto = proofread_pretrained(pre, TEXT, proofreader=proofreader, prior_rate=0.3,
+                                dtype="auto")
+    assert auto["precision"] == "bfloat16" and set(seen) == {torch.bfloat16}
+    assert len(auto["text"]) == len(TEXT)
+    # the probe timed the model's block with the kernel inference runs (SDPA)
+    assert [(s.width, s.context, s.attention) for s in probed] == [(32, 32, ("sdpa",))]
+    seen.clear()
+    exact = proofread_pretrained(pre, TEXT, proofreader=proofreader, prior_rate=0.3)
+    assert exact["precision"] == "float32" and set(seen) == {torch.float32}
+
+
 def test_cli_stdin_file_output_and_json(sc_run, tmp_path, capsys, monkeypatch):
     source = tmp_path / "in.txt"
     source.write_text(TEXT, encoding="utf-8")
     capsys.readouterr()
-    assert main(["proofread", str(sc_run), str(source), "--json", "--prior-rate", "0.3"]) == 0
+    # float32: the same text every time (auto could probe the CPU anew and pick bf16)
+    fp32 = ["--dtype", "float32"]
+    assert main(["proofread", str(sc_run), str(source), "--json", "--prior-rate", "0.3",
+                 *fp32]) == 0
     captured = capsys.readouterr()
     r = json.loads(captured.out)
     assert r["prior_rate"] == 0.3 and r["proofreader"] == "channel"
+    assert r["precision"] == "float32"
     assert f"changed {len(r['changes'])} of {len(TEXT)} characters" in captured.err
     # the same text from stdin, to stdout; then to a file
     monkeypatch.setattr("sys.stdin", open(source, encoding="utf-8"))
-    assert main(["proofread", str(sc_run), "--prior-rate", "0.3"]) == 0
+    assert main(["proofread", str(sc_run), "--prior-rate", "0.3", *fp32]) == 0
     assert capsys.readouterr().out == r["text"]
     target = tmp_path / "out.txt"
     assert main(["proofread", str(sc_run), str(source), "--prior-rate", "0.3",
-                 "--output", str(target)]) == 0
+                 "--output", str(target), *fp32]) == 0
     assert target.read_text(encoding="utf-8") == r["text"] and capsys.readouterr().out == ""
     assert not list(tmp_path.glob(".*.tmp"))
 

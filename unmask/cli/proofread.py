@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
     p.add_argument("--output", metavar="FILE", help="write the corrected text here (atomically) "
                                                      "instead of to stdout")
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="auto: bf16 autocast on a GPU, and on a CPU where the start-up probe "
+                        "measured it faster (as training decides); float32: the figures of "
+                        "`unmask eval --repair`, to the bit")
     p.add_argument("--json", action="store_true",
                    help="print the corrected text and every change (position, from, to) as JSON")
 
@@ -47,7 +51,8 @@ def run(args, extra: list[str]) -> int:
     text = _read(args.file)
     result = proofread_text(args.checkpoint, text, proofreader=args.proofreader,
                             prior_rate=args.prior_rate, change_margin=args.change_margin,
-                            flag_bias=args.flag_bias, device=args.device)
+                            flag_bias=args.flag_bias, device=args.device,
+                            dtype=args.dtype)
     if output:
         _write_atomically(output, result["text"])
     if args.json:
@@ -61,7 +66,8 @@ def run(args, extra: list[str]) -> int:
 
 def proofread_text(checkpoint: str, text: str, *, proofreader: str = "channel",
                    prior_rate: float = DEFAULT_PRIOR, change_margin: float = 1.0,
-                   flag_bias: float = 0.0, max_steps: int = 16, device: str = "auto") -> dict:
+                   flag_bias: float = 0.0, max_steps: int = 16, device: str = "auto",
+                   dtype: str = "float32") -> dict:
     """{"text": corrected, "changes": [{"position", "from", "to"}], ...} for `text`."""
     from unmask.model.pretrained import load_pretrained
     from unmask.sampling.proofread import require_change_margin
@@ -74,18 +80,25 @@ def proofread_text(checkpoint: str, text: str, *, proofreader: str = "channel",
     return proofread_pretrained(load_pretrained(checkpoint, device), text,
                                 proofreader=proofreader, prior_rate=prior_rate,
                                 change_margin=change_margin, flag_bias=flag_bias,
-                                max_steps=max_steps)
+                                max_steps=max_steps, dtype=dtype)
 
 
 def proofread_pretrained(pre, text: str, *, proofreader: str, prior_rate: float,
                          change_margin: float = 1.0, flag_bias: float = 0.0,
-                         max_steps: int = 16) -> dict:
+                         max_steps: int = 16, dtype: str = "float32") -> dict:
     """proofread_text with a loaded checkpoint (`Pretrained`), for callers that proofread
-    several texts with one model."""
+    several texts with one model. `dtype` auto: bf16 autocast where training would use it
+    (runtime.device.choose_precision; the CPU probe times a training step of the model's
+    block, a fair proxy for the forward passes here: bf16 proofreads run K's 16,384
+    characters 1.7x faster at the same error rate, BENCHMARKS.md)."""
+    import dataclasses
+
     import torch
 
     from unmask.model.pretrained import checkpoint_mask_logit_bias, require_self_correction
-    from unmask.sampling.proofread import proofread_ids
+    from unmask.model.sizing import probe_shape
+    from unmask.runtime.device import autocast, choose_precision
+    from unmask.sampling.proofread import PROOFREAD_BATCH, proofread_ids
 
     cfg, tok = pre.config, pre.tokenizer
     if proofreader == "remask":
@@ -101,8 +114,12 @@ def proofread_pretrained(pre, text: str, *, proofreader: str, prior_rate: float,
                    remask_target=cfg.self_correction.remask_target,
                    mask_logit_bias=checkpoint_mask_logit_bias(pre.path, cfg),
                    flag_bias=flag_bias, max_steps=max_steps, change_margin=change_margin)
-    fixed = proofread_ids(pre.model, ids, context=cfg.model.block_size, proofreader=proofreader,
-                          sampler=sampler, prior=prior_rate).tolist()
+    device = next(pre.model.parameters()).device
+    shape = dataclasses.replace(probe_shape(cfg.model, PROOFREAD_BATCH), attention=("sdpa",))
+    precision = choose_precision(device, dtype, shape)
+    with autocast(device, precision.autocast):
+        fixed = proofread_ids(pre.model, ids, context=cfg.model.block_size,
+                              proofreader=proofreader, sampler=sampler, prior=prior_rate).tolist()
     known = [p is not None for p in pieces]
     changes = [{"position": i, "from": tok.decode([a]), "to": tok.decode([b])}
                for i, (a, b, k) in enumerate(zip(ids.tolist(), fixed, known)) if k and a != b]
@@ -112,6 +129,7 @@ def proofread_pretrained(pre, text: str, *, proofreader: str, prior_rate: float,
         corrected = "".join(tok.decode([b]) if k else ch for b, k, ch in zip(fixed, known, text))
     return {"checkpoint": pre.path, "proofreader": proofreader,
             "prior_rate": prior_rate if proofreader == "channel" else None,
+            "precision": precision.dtype,
             "unit": "character" if getattr(tok, "kind", "") == "char" else "token",
             "tokens": len(fixed), "changes": changes, "text": corrected}
 

@@ -73,10 +73,13 @@ def window_plan(n: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     return positions, owned
 
 
+PROOFREAD_BATCH = 32  # windows per forward pass
+
+
 @torch.no_grad()
 def proofread_ids(model, ids: torch.Tensor, *, context: int, proofreader: str,
-                  sampler: dict, prior: float, seed: int = 0, batch_size: int = 32
-                  ) -> torch.Tensor:
+                  sampler: dict, prior: float, seed: int = 0,
+                  batch_size: int = PROOFREAD_BATCH) -> torch.Tensor:
     """The proofread (n,) token ids of `ids` (n,), read in windows of `context` tokens.
 
     `sampler` holds the proofreader's keywords (vocab_size, mask_id, ...: see eval/repair.py).
