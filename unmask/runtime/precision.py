@@ -7,15 +7,15 @@ on an AVX-512 Xeon where oneDNN emulates bf16 it was ~3x *slower* (MEASUREMENTS.
 block of the model's own shapes (`ProbeShape`: width, heads, context, vocabulary, the step's
 tokens up to the demo probe's work), forward + backward, float32 and bf16 interleaved, each
 precision with the attention kernels the run may use (runtime.attention_kernels; a long run
-picks the faster by train.attention_probe, others keep SDPA) and timed by its faster one,
-as training then runs it: the fused CPU kernel's
-backward is slow under bf16, and timing bf16 with it alone made float32 win nanoGPT's
-128-wide causal block here (9.1 against 8.5 ms; with plain matmuls bf16 takes 5.7 ms). About
-a second once per machine and shape (a few seconds at most on a busy one); bf16 is kept
-only if it saves at least `BF16_MARGIN` of the step time. The shape matters: on the AMX Xeon
-here bf16 is ~1.4x faster for the 192-wide demo block but slower for nanoGPT's 128-wide,
-768-token step (BENCHMARKS.md). The figures are cached per machine and shape in
-`$XDG_CACHE_HOME/unmask/precision.json` (default `~/.cache/unmask/precision.json`).
+picks the faster by train.attention_probe, others keep SDPA) and timed by its faster one, as
+training then runs it: the fused CPU kernel's backward is slow under bf16, and timing bf16
+with it alone made float32 win nanoGPT's 128-wide causal block here (9.1 against 8.5 ms;
+with plain matmuls bf16 takes 5.7 ms). About a second once per machine and shape (a few
+seconds at most on a busy one); bf16 is kept only if it saves at least `BF16_MARGIN` of the
+step time. The shape matters: on the AMX Xeon here bf16 is ~1.4x faster for the 192-wide
+demo block but slower for nanoGPT's 128-wide, 768-token step (BENCHMARKS.md). The figures are
+cached per machine and shape in `$XDG_CACHE_HOME/unmask/precision.json` (default
+`~/.cache/unmask/precision.json`).
 
 Order of authority: an explicit `train.dtype` (never probes; see `runtime.device`) >
 `UNMASK_CPU_PRECISION=float32|bfloat16` > the cache > a new measurement.

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from unmask.config.schema import RunConfig
-from unmask.runtime.attention_kernels import ATTENTION_KERNELS
 from unmask.runtime import machine_cache
+from unmask.runtime.attention_kernels import ATTENTION_KERNELS
 
 MATH_MARGIN = 0.10  # the unfused kernel must save >= 10 % of the attention's time
 PROBE_VERSION = 1  # part of the cache key: bump when the measurement changes
