@@ -5,10 +5,10 @@ Prints the probe's own figures and decision for the preset's own block (`unmask.
 precision`, `ProbeShape` of the model, batch and the attention kernels the run may use,
 measured afresh, cache untouched), then times the preset's real training step
 (`Trainer.train_step`: masking or next-token targets, forward, backward, clipping, AdamW on
-Tiny Shakespeare) in float32 and under bf16 autocast, steps
-interleaved, and says whether the probe's choice is the faster one. Also: the probe at 1
-thread vs all threads, what the rule decides on the emulated-bf16 Xeon figures of
-MEASUREMENTS.md, and with --compile the same step under torch.compile (slow to compile).
+Tiny Shakespeare) in float32 and under bf16 autocast, steps interleaved, and says whether the
+probe's choice is the faster one. Also: the probe at 1 thread vs all threads, what the rule
+decides on the emulated-bf16 Xeon figures of MEASUREMENTS.md, and with --compile the same
+step under torch.compile (slow to compile).
 
     .venv/bin/python benchmarks/cpu_precision.py [--preset cpu-demo] [--steps 5] [--warmup 2]
     .venv/bin/python benchmarks/cpu_precision.py --preset nanogpt-cpu-lm --steps 30

@@ -118,7 +118,7 @@ def test_dtype_auto_takes_the_precision_training_would(sc_run, monkeypatch, proo
                                 dtype="auto")
     assert auto["precision"] == "bfloat16" and set(seen) == {torch.bfloat16}
     assert len(auto["text"]) == len(TEXT)
-    # the probe timed the model's block with the kernel inference runs (SDPA)
+    # the probe timed the model's block with the kernel it runs with (a loaded model: SDPA)
     assert [(s.width, s.context, s.attention) for s in probed] == [(32, 32, ("sdpa",))]
     seen.clear()
     exact = proofread_pretrained(pre, TEXT, proofreader=proofreader, prior_rate=0.3)

@@ -115,7 +115,8 @@ def proofread_pretrained(pre, text: str, *, proofreader: str, prior_rate: float,
                    mask_logit_bias=checkpoint_mask_logit_bias(pre.path, cfg),
                    flag_bias=flag_bias, max_steps=max_steps, change_margin=change_margin)
     device = next(pre.model.parameters()).device
-    shape = dataclasses.replace(probe_shape(cfg.model, PROOFREAD_BATCH), attention=("sdpa",))
+    shape = dataclasses.replace(probe_shape(cfg.model, PROOFREAD_BATCH),
+                                attention=(pre.model.attention_kernel,))
     precision = choose_precision(device, dtype, shape)
     with autocast(device, precision.autocast):
         fixed = proofread_ids(pre.model, ids, context=cfg.model.block_size,

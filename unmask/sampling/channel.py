@@ -69,12 +69,13 @@ def channel_repair(model: nn.Module, corrupted: torch.Tensor, *, vocab_size: int
     with evaluating(model):
         for _ in range(max_sweeps):
             before = current = x[rows]
+            row_evidence, row_editable = evidence[rows], editable[rows]
             for k in range(min(stride, L)):
-                read = (position_class == k) & editable[rows]
+                read = (position_class == k) & row_editable
                 if not read.any():
                     continue
                 logits = model(torch.where(read, mask_id, current))[..., :vocab_size].float()
-                posterior = logits.log_softmax(-1) + evidence[rows]
+                posterior = logits.log_softmax(-1) + row_evidence
                 current = torch.where(read, posterior.argmax(-1), current)
             x[rows] = current
             rows = rows[(current != before).any(-1)]

@@ -10,9 +10,10 @@ the cosine schedule reaches its floor as the time runs out, whatever the machine
 
 The time counted is the loop's wall time (steps, validations, saves), summed over resumed
 sessions through the checkpoint's counters (a run without a budget saves none there, so its
-checkpoints stay byte-identical between a straight and a resumed run). Under torchrun the ranks use their mean, so they
-stop after the same step with the same learning rate. A budgeted run is not bit-reproducible:
-its step count depends on the machine's speed (a step-sized run stays exact).
+checkpoints stay byte-identical between a straight and a resumed run). Under torchrun the
+ranks use their mean, so they stop after the same step with the same learning rate. A
+budgeted run is not bit-reproducible: its step count depends on the machine's speed (a
+step-sized run stays exact).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ keeps is stages.py's business (select_rebalanced).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -30,13 +30,12 @@ class BookTokens:
     val_ids: list[int]
     sep: int  # the [SEP] id
     length: int  # data.sequence_length
+    per_paragraph: dict[int, list[int]] = field(init=False)  # sentence ids, in reading order
 
-    def sentences_of(self) -> dict[int, list[int]]:
-        """Sentence ids per paragraph, in reading order."""
-        out: dict[int, list[int]] = {}
+    def __post_init__(self) -> None:
+        self.per_paragraph = {}
         for r in self.records:
-            out.setdefault(r["paragraph"], []).append(r["id"])
-        return out
+            self.per_paragraph.setdefault(r["paragraph"], []).append(r["id"])
 
 
 def sentence_items(book: BookTokens, split: str) -> list[Candidate]:
@@ -49,7 +48,7 @@ def pair_items(book: BookTokens, split: str) -> list[Candidate]:
     """Adjacent usable sentences of one paragraph; the pair is as hard as its harder half and
     as central as its less central one."""
     out = []
-    for ids in book.sentences_of().values():
+    for ids in book.per_paragraph.values():
         for a, b in zip(ids, ids[1:]):
             ra, rb = book.records[a], book.records[b]
             if ra["split"] == split and book.usable[a] and book.usable[b]:
@@ -68,13 +67,12 @@ def window_items(book: BookTokens, split: str) -> list[Candidate]:
     base = 0 if train else int(book.paragraph_starts[book.n_train])
     paragraphs = range(book.n_train) if train else range(book.n_train,
                                                           len(book.paragraph_starts) - 1)
-    per_paragraph = book.sentences_of()
     out = []
     for pi in paragraphs:
         at = int(book.paragraph_starts[pi]) - base
         if at + book.length > len(stream):
             break
-        own = [book.records[i] for i in per_paragraph.get(pi, [])]
+        own = [book.records[i] for i in book.per_paragraph.get(pi, [])]
         difficulty = float(np.mean([r["difficulty_pct"] for r in own])) if own else 0.0
         centrality = float(np.mean([r["centrality_pct"] for r in own])) if own else 1.0
         out.append(Candidate(stream[at:at + book.length], [pi], difficulty, centrality))

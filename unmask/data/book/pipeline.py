@@ -112,18 +112,23 @@ def prepare_book(source: str, out_dir: str | Path, cfg: BookConfig, log=print) -
     pieces = [p.span.text + PARAGRAPH_END for p in paragraphs]
     log(f"{name}: {len(paragraphs):,} paragraphs, {sum(len(p.sentences) for p in paragraphs):,} "
         f"sentences, {len(raw):,} characters")
-    tokenizer = _train_tokenizer(cfg, "".join(pieces))
+    text = "".join(pieces)
+    tokenizer = _train_tokenizer(cfg, text)
     if tokenizer.extended_vocab_size > np.iinfo(np.uint16).max:
         raise UserError(f"{source}: a vocabulary of {tokenizer.vocab_size} does not fit uint16")
-    book = _encode_book(tokenizer, pieces, n_train, cfg.data.sequence_length, source)
-    reference = reference_documents(digest, name if source in CORPORA else None)
-    book.records, book.sentence_ids, train_scores = _score_sentences(
-        paragraphs, n_train, tokenizer, reference, cfg)
     d = cfg.data
-    book.usable = [d.min_sentence_words <= r["words"] <= d.max_sentence_words
-                   for r in book.records]
+    starts, train_ids, val_ids = _encode_running_text(tokenizer, pieces, n_train,
+                                                      d.sequence_length, source)
+    reference = reference_documents(digest, name if source in CORPORA else None)
+    records, sentence_ids, train_scores = _score_sentences(paragraphs, n_train, tokenizer,
+                                                           reference, cfg)
+    book = BookTokens(records, sentence_ids,
+                      [d.min_sentence_words <= r["words"] <= d.max_sentence_words
+                       for r in records],
+                      starts, n_train, train_ids, val_ids, tokenizer.special_id("sep"),
+                      d.sequence_length)
     entries, items = _select_stages(book, cfg, source)
-    stats = _statistics(name, raw, "".join(pieces), paragraphs, book, tokenizer, train_scores,
+    stats = _statistics(name, raw, text, paragraphs, book, tokenizer, train_scores,
                         len(reference), entries, items)
     segments = {"book": name, "paragraph_end": PARAGRAPH_END,
                 "paragraphs": [{"id": i, "chapter": p.chapter, "kind": p.kind,
@@ -167,9 +172,9 @@ def _split_point(paragraphs, val_fraction: float, source: str) -> int:
     return n_train
 
 
-def _encode_book(tokenizer, pieces: list[str], n_train: int, length: int,
-                 source: str) -> BookTokens:
-    """The running text's tokens per split (the sentences are filled in by the caller)."""
+def _encode_running_text(tokenizer, pieces: list[str], n_train: int, length: int,
+                         source: str) -> tuple[np.ndarray, list[int], list[int]]:
+    """(token offset of each paragraph, plus the end; training tokens; validation tokens)."""
     piece_ids = _encode_all(tokenizer, pieces)
     starts = np.cumsum([0] + [len(ids) for ids in piece_ids])
     train_ids = [t for ids in piece_ids[:n_train] for t in ids]
@@ -178,9 +183,7 @@ def _encode_book(tokenizer, pieces: list[str], n_train: int, length: int,
         raise TextError(f"{source}: too short for data.sequence_length={length}: the "
                         f"validation part has {len(val_ids)} tokens (need more than {length}); "
                         "give a longer book or a smaller data.sequence_length")
-    return BookTokens(records=[], sentence_ids=[], usable=[], paragraph_starts=starts,
-                      n_train=n_train, train_ids=train_ids, val_ids=val_ids,
-                      sep=tokenizer.special_id("sep"), length=length)
+    return starts, train_ids, val_ids
 
 
 SCORED_FIELDS = ("words", "clause_markers", "fk_grade", *scoring.MEASURES, "difficulty_pct",
