@@ -8,7 +8,8 @@ corruption (a share --rate of characters swapped for random other ones, corrupt_
 seeded), and the command's speed:
 
     .venv/bin/python benchmarks/proofread.py RUN [--chars 16384] [--rate 0.10]
-        [--prior-rate 0.03 ...] [--proofreader channel|remask] [--seed 0] [--dtype float32]
+        [--prior-rate 0.03 ...] [--proofreader channel|direct|remask] [--change-margin 1] [--seed 0]
+        [--dtype float32]
 
 Prints, per prior rate, the character error rate before and after, precision/recall/F1 of the
 changed characters and characters per second; JSON on the last line.
@@ -27,6 +28,7 @@ from unmask.data.dataset import Dataset
 from unmask.eval.repair_metrics import char_error_rate, detection_scores
 from unmask.model.pretrained import load_pretrained
 from unmask.noise.corruption import corrupt_text_ids
+from unmask.sampling.proofread import PROOFREADERS
 
 
 def main() -> None:
@@ -36,7 +38,9 @@ def main() -> None:
                         help="characters from the start of the validation split")
     parser.add_argument("--rate", type=float, default=0.10)
     parser.add_argument("--prior-rate", type=float, nargs="+", default=[0.03])
-    parser.add_argument("--proofreader", default="channel", choices=("channel", "remask"))
+    parser.add_argument("--proofreader", default="channel", choices=tuple(PROOFREADERS))
+    parser.add_argument("--change-margin", type=float, default=1.0,
+                        help="remask, direct: unmask proofread --change-margin")
     parser.add_argument("--seed", type=int, default=0, help="corruption draw")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", default="float32", choices=("auto", "float32", "bfloat16"),
@@ -55,7 +59,8 @@ def main() -> None:
     for prior in args.prior_rate:
         with Timer() as timer:
             result = proofread_pretrained(pre, text, proofreader=args.proofreader,
-                                          prior_rate=prior, dtype=args.dtype)
+                                          prior_rate=prior, dtype=args.dtype,
+                                          change_margin=args.change_margin)
         fixed = torch.tensor(tok.encode(result["text"]))[None]
         d = detection_scores(fixed != corrupted, replaced)
         row = {"prior_rate": prior, "dtype": result["precision"], "chars": clean.size(1),
@@ -65,10 +70,13 @@ def main() -> None:
                "f1": round(d["f1"], 3), "seconds": round(timer.seconds, 1),
                "chars_per_second": round(clean.size(1) / timer.seconds)}
         rows.append(row)
-        print(f"prior {prior}: CER {row['cer_before']:.2%} -> {row['cer_after']:.2%}, "
+        knob = (f"prior {prior}" if args.proofreader == "channel"
+                else f"margin {args.change_margin}")
+        print(f"{args.proofreader}, {knob}: CER {row['cer_before']:.2%} -> {row['cer_after']:.2%}, "
               f"F1 {row['f1']:.3f} (P {row['precision']:.3f} R {row['recall']:.3f}), "
               f"{row['seconds']} s, {row['chars_per_second']} chars/s ({row['dtype']})")
-    print(json.dumps({"run": args.run, "proofreader": args.proofreader, "rate": args.rate,
+    print(json.dumps({"run": args.run, "proofreader": args.proofreader,
+                      "change_margin": args.change_margin, "rate": args.rate,
                       "seed": args.seed, "rows": rows}))
 
 

@@ -23,13 +23,15 @@ def shakespeare(tmp_path_factory) -> Dataset:
 
 @pytest.fixture(scope="session")
 def sc_run(shakespeare, tmp_path_factory):
-    """A tiny self_correction run (20 steps of the debug preset) for the repair tests."""
+    """A tiny self_correction run (20 steps of the debug preset, learning what belongs at a
+    swapped token too) for the repair and proofreading tests."""
     from unmask.cli.main import main
     root = tmp_path_factory.mktemp("sc")
     assert main(["train", "debug", "--data", str(shakespeare.path), "--out", str(root / "run"),
                  "--train.objective=self_correction", "--train.max_iters=20",
                  "--train.progress=false", "--self_correction.proofreading_warmup_iters=10",
-                 "--self_correction.masking_warmup_iters=10"]) == 0
+                 "--self_correction.masking_warmup_iters=10",
+                 "--self_correction.weight_swap_fill=0.5"]) == 0
     return root / "run"
 
 

@@ -85,7 +85,7 @@ TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\n
 UNKNOWN = 'He said "yes" (twice) in 1592, café.\n'  # '"', '(', ')', digits but 3, 'é'
 
 
-@pytest.mark.parametrize("proofreader", ["channel", "remask"])
+@pytest.mark.parametrize("proofreader", sorted(PROOFREADERS))
 def test_the_command_keeps_length_and_unknown_characters(sc_run, proofreader):
     text = TEXT + UNKNOWN + TEXT  # several windows of the debug model's 32-character context
     result = proofread_text(str(sc_run), text, proofreader=proofreader, device="cpu")
@@ -101,7 +101,7 @@ def test_the_command_keeps_length_and_unknown_characters(sc_run, proofreader):
                for c in result["changes"])
 
 
-@pytest.mark.parametrize("proofreader", ["channel", "remask"])
+@pytest.mark.parametrize("proofreader", sorted(PROOFREADERS))
 def test_dtype_auto_takes_the_precision_training_would(sc_run, monkeypatch, proofreader):
     from unmask.cli.proofread import proofread_pretrained
     from unmask.model.pretrained import load_pretrained

@@ -49,3 +49,35 @@ def test_compare_prints_the_real_texts_figures(run, capsys):
     assert main(["sample", str(run), "--num-samples", "2", "--compare", "--judge", "none"]) == 0
     out = capsys.readouterr().out
     assert "real text" in out and "distinct-2" in out and "char entropy" in out
+
+
+def test_dtype_auto_samples_in_the_precision_training_would(run, monkeypatch, capsys):
+    import torch
+
+    from unmask.model.transformer import Transformer
+    from unmask.runtime import device as runtime_device
+    from unmask.runtime.precision import PrecisionChoice
+
+    probed, seen = [], []
+    monkeypatch.setattr(runtime_device, "cpu_precision", lambda shape: probed.append(shape)
+                        or PrecisionChoice("bfloat16", "measured"))
+    original = Transformer.forward
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(Transformer, "forward", spy)
+    sample = ["sample", str(run), "--json", "--num-samples", "3", "--length", "16", "--seed", "1"]
+    assert main(sample) == 0  # float32 by default: no probe, the same samples everywhere
+    exact = json.loads(capsys.readouterr().out)["samples"]
+    assert set(seen) == {torch.float32} and probed == []
+    seen.clear()
+    assert main([*sample, "--dtype", "auto"]) == 0
+    auto = json.loads(capsys.readouterr().out)["samples"]
+    assert set(seen) == {torch.bfloat16} and len(auto) == 3
+    # the probe timed the model's block at the sampling batch with the kernel it runs with
+    assert [(s.width, s.context, s.tokens, s.attention) for s in probed] == [
+        (16, 32, 3 * 32, ("sdpa",))]
+    assert all(len(a) == len(e) for a, e in zip(auto, exact))

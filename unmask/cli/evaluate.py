@@ -44,15 +44,17 @@ def add_parser(sub) -> None:
     p.add_argument("--passages", type=int, default=64,
                    help="--repair: validation passages (windows of the model's context)")
     p.add_argument("--change-margin", type=float, default=1.0,
-                   help="--repair: replace a flagged character only by a refill this many "
-                        "times as probable (1 = plain argmax)")
+                   help="--repair: replace a flagged character (direct: any character) only "
+                        "by one this many times as probable (1 = plain argmax)")
     p.add_argument("--flag-bias", type=float, default=0.0,
                    help="--repair: added to the flag logit (> 0 flags more, < 0 fewer)")
-    p.add_argument("--proofreader", default="remask", choices=("remask", "channel"),
+    p.add_argument("--proofreader", default="remask", choices=("remask", "channel", "direct"),
                    help="--repair: 'remask' flags with the model's [WRONG] output and refills "
                         "with the remasking sampler; 'channel' takes each character's "
                         "noisy-channel posterior mode (its fill distribution times the "
-                        "chance of reading what is there)")
+                        "chance of reading what is there); 'direct' takes, in one pass over "
+                        "the text as read, what the model says belongs at each position "
+                        "(weight_swap_fill > 0 checkpoints)")
     p.add_argument("--prior-rate", type=float, default=None,
                    help="--proofreader channel: the expected share of wrong characters "
                         "(default: the --repair rate)")

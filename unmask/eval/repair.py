@@ -13,7 +13,7 @@ round(rate * L) characters per window are replaced by a random *other* character
    With `proofreader="channel"` the repair is instead the noisy-channel posterior mode
    (sampling/channel.py: one rule decides both whether a character is wrong and what goes
    there), and detection is scored on the characters it changed (the registry of both is
-   sampling/proofread.py's PROOFREADERS);
+   sampling/proofread.py's PROOFREADERS; 'direct' reads the text once, sampling/direct.py);
 3. character error rate of the corrupted and of the repaired text against the clean one
    (repair only substitutes, so CER is the Hamming distance over the length);
    `cer_after_oracle_detection` separates the two halves of the job: the error rate left when
@@ -36,6 +36,7 @@ from unmask.noise.corruption import corrupt_text_ids
 from unmask.sampling.proofread import (
     PROOFREADERS,
     require_change_margin,
+    require_checkpoint_for,
     require_proofreader,
 )
 
@@ -129,6 +130,7 @@ def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
     require_change_margin(change_margin)
     pre = load_pretrained(path, device)
     require_self_correction(pre.config, pre.path, "--repair")
+    require_checkpoint_for(proofreader, pre.config, pre.path)
     dataset_dir = data or pre.meta.get("dataset_dir")
     if not dataset_dir:
         raise UserError("this checkpoint does not record its dataset; pass --data DIR")

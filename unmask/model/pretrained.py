@@ -28,6 +28,22 @@ class Pretrained:
     path: str
 
 
+def inference_precision(pre: Pretrained, dtype: str, batch_size: int):
+    """The precision (runtime.device.PrecisionChoice) to run `pre` at for `--dtype` auto,
+    float32 or bfloat16: `auto` as training would decide (bf16 on a GPU; on a CPU where the
+    start-up probe, timing the model's block with the attention kernel it runs with, measured
+    bf16 faster)."""
+    import dataclasses
+
+    from unmask.model.sizing import probe_shape
+    from unmask.runtime.device import choose_precision
+
+    device = next(pre.model.parameters()).device
+    shape = dataclasses.replace(probe_shape(pre.config.model, batch_size),
+                                attention=(pre.model.attention_kernel,))
+    return choose_precision(device, dtype, shape)
+
+
 def load_pretrained(path: str, device: str = "auto") -> Pretrained:
     loaded = load_checkpoint(path)
     values = {k: v for k, v in loaded["config"].items() if k != "format_version"}

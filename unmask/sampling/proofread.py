@@ -1,9 +1,11 @@
 """Proofreading: how a checkpoint repairs a text, and a whole text of any length in windows.
 
-Two proofreaders (PROOFREADERS, `--proofreader`): 'remask' flags with the model's [WRONG]
+Three proofreaders (PROOFREADERS, `--proofreader`): 'remask' flags with the model's [WRONG]
 output and refills with the remasking sampler (self_correction checkpoints); 'channel' takes
 each token's noisy-channel posterior mode (sampling/channel.py), which needs only the fill
-distribution, so any diffusion checkpoint can use it.
+distribution, so any diffusion checkpoint can use it; 'direct' reads the text once and takes
+what the model says belongs at each position (sampling/direct.py; self_correction checkpoints
+trained with weight_swap_fill > 0). `require_checkpoint_for` says which checkpoint each needs.
 
 A text longer than the model's context is read in windows that overlap by half: each position
 is edited by the one window in which it sits nearest the middle and is frozen context in the
@@ -17,6 +19,7 @@ import torch
 
 from unmask.errors import UserError
 from unmask.sampling.channel import channel_repair
+from unmask.sampling.direct import direct_repair
 from unmask.sampling.remask import detect_wrong, repair
 
 
@@ -38,16 +41,43 @@ def _channel_proofread(model, x, sampler: dict, prior: float, seed: int, frozen=
     return repaired != x, repaired
 
 
+def _direct_proofread(model, x, sampler: dict, prior: float, seed: int, frozen=None):
+    """(changed tokens, repaired text) of the one-pass direct proofreader."""
+    repaired = direct_repair(model, x, vocab_size=sampler["vocab_size"],
+                             change_margin=sampler["change_margin"], frozen=frozen)
+    return repaired != x, repaired
+
+
 # How a checkpoint proofreads (`unmask eval --proofreader`, `unmask proofread --proofreader`):
 # name -> fn(model, x (B, L), sampler keywords, prior error rate, seed, frozen) ->
 # (flags or changes, repaired), both (B, L).
-PROOFREADERS = {"remask": _remask_proofread, "channel": _channel_proofread}
+PROOFREADERS = {"remask": _remask_proofread, "channel": _channel_proofread,
+                "direct": _direct_proofread}
 
 
 def require_proofreader(name: str) -> None:
     if name not in PROOFREADERS:
         raise UserError(f"unknown proofreader '{name}'; choose one of "
                         f"{', '.join(PROOFREADERS)}")
+
+
+def require_checkpoint_for(proofreader: str, config, path: str) -> None:
+    """A one-line error when the checkpoint of `config` (a RunConfig) at `path` was not trained
+    to read text the way `proofreader` asks of it."""
+    require_proofreader(proofreader)
+    objective = config.train.objective
+    if proofreader in ("remask", "direct") and objective != "self_correction":
+        raise UserError(f"--proofreader {proofreader} needs a checkpoint trained with "
+                        f"train.objective=self_correction; {path} was trained with "
+                        f"'{objective}'")
+    if proofreader == "direct" and not config.self_correction.weight_swap_fill > 0:
+        raise UserError(f"--proofreader direct needs a checkpoint that learned what belongs at "
+                        f"a swapped token (self_correction.weight_swap_fill > 0); {path} was "
+                        f"trained without it: use --proofreader channel")
+    if (config.model.mode != "token_classifier" or config.model.binary_head
+            or objective == "remask_binary"):
+        raise UserError(f"{path} does not fill masked text (a {config.model.mode} trained with "
+                        f"'{objective}'); proofread with a diffusion checkpoint")
 
 
 def require_change_margin(change_margin: float) -> None:
