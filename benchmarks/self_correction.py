@@ -79,7 +79,7 @@ def fit_to_budget(cfg: RunConfig, dataset, minutes: float) -> tuple[RunConfig, d
                     "estimated_steps": steps}
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/self_correction")
     parser.add_argument("--data", default="tinyshakespeare")
@@ -104,7 +104,21 @@ def main() -> None:
     parser.add_argument("--eval-only", action="store_true", help="score the existing run")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUT/latest (exact resume)")
-    args, extra = parser.parse_known_args()
+    return parser.parse_known_args()
+
+
+def evaluation_command(args) -> str:
+    """The `unmask eval` command that repeats this benchmark's repair scores."""
+    knobs = {"remask": f"--change-margin {args.change_margin}",
+             "direct": f"--proofreader direct --change-margin {args.change_margin}",
+             "channel": "--proofreader channel" + (f" --prior-rate {args.prior_rate}"
+                                                   if args.prior_rate is not None else "")}
+    return (f".venv/bin/unmask eval {args.out} --repair {args.rate} --passages {args.passages} "
+            f"{knobs[args.proofreader]} --json")
+
+
+def main() -> None:
+    args, extra = parse_args()
     torch.set_num_threads(args.threads)  # before header(), which reports the thread count
     header("self-correction: repair of corrupted Tiny Shakespeare validation text")
     overrides = {**KNOBS, "train.threads": args.threads, "train.progress": False,
@@ -140,11 +154,7 @@ def main() -> None:
     print(json.dumps({"train": result, "repair": repair}, indent=1))
     met = repair["cer_after"] <= 0.05 and repair["repair_f1"] >= 0.80
     print(f"target (cer_after <= 0.05 and repair_f1 >= 0.80): {'met' if met else 'MISSED'}")
-    knobs = (f"--change-margin {args.change_margin}" if args.proofreader == "remask" else
-             "--proofreader channel"
-             + (f" --prior-rate {args.prior_rate}" if args.prior_rate is not None else ""))
-    print(f"reproduce the evaluation: .venv/bin/unmask eval {args.out} --repair {args.rate} "
-          f"--passages {args.passages} {knobs} --json")
+    print(f"reproduce the evaluation: {evaluation_command(args)}")
 
 
 if __name__ == "__main__":

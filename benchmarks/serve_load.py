@@ -87,7 +87,7 @@ def cli_text(checkpoint: str, seed: int, length: int, steps: int) -> str:
     return json.loads(out.stdout)["samples"][0]
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", nargs="?")
     parser.add_argument("--clients", type=int, default=8)
@@ -96,7 +96,23 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="the server's torch threads (0: torch's default)")
     parser.add_argument("--timeout", type=float, default=300.0)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def print_clients(results: list[dict], same: list[bool]) -> None:
+    """One row per client: status, how its stream ended, frames, timings, CLI agreement."""
+    print(f"{'seed':>4} {'status':>6} {'end':>6} {'frames':>6} {'first frame s':>13} "
+          f"{'total s':>8} {'tok/s (server)':>14} {'= CLI':>6}")
+    for s, r in enumerate(results):
+        last = r.get("last", {})
+        print(f"{s:>4} {r.get('status', '-'):>6} {last.get('type', '-'):>6} "
+              f"{r.get('frames', 0):>6} {r.get('first_frame') or 0:>13.3f} "
+              f"{r.get('seconds', 0):>8.2f} {last.get('tokens_per_second', 0):>14.1f} "
+              f"{same[s]!s:>6}")
+
+
+def main() -> int:
+    args = parse_args()
     header(f"serve load: {args.clients} concurrent streaming clients")
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or tiny_checkpoint(Path(tmp))
@@ -131,14 +147,7 @@ def main() -> int:
     same = [r.get("last", {}).get("text") == texts[s] for s, r in enumerate(results)]
     done = [r.get("last", {}).get("type") == "done" for r in results]
     tokens = sum(r["last"].get("tokens", 0) for r in results if r.get("last"))
-    print(f"{'seed':>4} {'status':>6} {'end':>6} {'frames':>6} {'first frame s':>13} "
-          f"{'total s':>8} {'tok/s (server)':>14} {'= CLI':>6}")
-    for s, r in enumerate(results):
-        last = r.get("last", {})
-        print(f"{s:>4} {r.get('status', '-'):>6} {last.get('type', '-'):>6} "
-              f"{r.get('frames', 0):>6} {r.get('first_frame') or 0:>13.3f} "
-              f"{r.get('seconds', 0):>8.2f} {last.get('tokens_per_second', 0):>14.1f} "
-              f"{same[s]!s:>6}")
+    print_clients(results, same)
     print(f"all {args.clients} clients: {wall:.2f} s wall, {tokens:,} tokens, "
           f"{tokens / wall:,.0f} tokens/s together")
     if during:

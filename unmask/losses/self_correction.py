@@ -36,7 +36,7 @@ def task_weighted_loss(logits: torch.Tensor, c: Corruption, mask_id: int, wrong_
     V = mask_id if vocab_size is None else vocab_size
     remask_id = remask_id_for(cfg.remask_target, mask_id, wrong_id)
     bias = mask_logit_bias if remask_id == mask_id else 0.0
-    inputs, targets = c.inputs, c.targets
+    targets = c.targets
     real = logits[..., :V].float()  # a view for fp32 logits
     flag = logits[..., remask_id].float() + bias  # (B, L)
     lse = torch.logaddexp(real.logsumexp(-1), flag)
@@ -44,29 +44,40 @@ def task_weighted_loss(logits: torch.Tensor, c: Corruption, mask_id: int, wrong_
     target_real = real.gather(-1, targets.clamp(0, V - 1)[..., None]).squeeze(-1)
     nll = lse - torch.where(is_flag_target, flag, target_real)
 
-    with torch.no_grad():
-        visible = inputs != mask_id
-        unmask = ~visible & ~is_flag_target
-        remask = visible & is_flag_target
-        predicted_flag = flag > real.max(-1).values  # argmax over allowed ids; ties -> real
-        destructive = visible & (inputs == targets) & predicted_flag
-        penalty = current_penalty * (1.0 - c.corruption_rate.to(nll.device))[:, None]
-        weights = torch.ones_like(nll)
-        weights = torch.where(unmask, cfg.weight_unmask_task, weights)
-        weights = torch.where(remask, cfg.weight_remask_task, weights)
-        weights = torch.where(destructive, penalty.expand_as(weights), weights)
-        n_unmask = unmask.sum()
-        flag_prob = (flag - lse).exp()
-        diag = {
-            "avg_mask_prob": (flag_prob * unmask).sum() / n_unmask.clamp_min(1),
-            "n_unmask": n_unmask,
-            "n_remask": remask.sum(),
-            "n_destructive": destructive.sum(),
-            "n_flagged": (visible & predicted_flag).sum(),
-        }
+    weights, diag = _task_weights(c, mask_id, is_flag_target, real, flag, lse, cfg,
+                                  current_penalty)
     total = (nll * weights).sum()
     if cfg.weight_swap_fill > 0 and c.originals is not None:
         original = real.gather(-1, c.originals[..., None]).squeeze(-1)
         swap_nll = real.logsumexp(-1) - original
         total = total + cfg.weight_swap_fill * (swap_nll * c.replaced_positions).sum()
     return total, targets.numel(), diag
+
+
+@torch.no_grad()
+def _task_weights(c: Corruption, mask_id: int, is_flag_target: torch.Tensor,
+                  real: torch.Tensor, flag: torch.Tensor, lse: torch.Tensor,
+                  cfg: SelfCorrectionConfig, current_penalty: float
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """task_weighted_loss's (B, L) weight of each position's NLL, and its diagnostics."""
+    inputs, targets = c.inputs, c.targets
+    visible = inputs != mask_id
+    unmask = ~visible & ~is_flag_target
+    remask = visible & is_flag_target
+    predicted_flag = flag > real.max(-1).values  # argmax over allowed ids; ties -> real
+    destructive = visible & (inputs == targets) & predicted_flag
+    penalty = current_penalty * (1.0 - c.corruption_rate.to(flag.device))[:, None]
+    weights = torch.ones_like(flag)
+    weights = torch.where(unmask, cfg.weight_unmask_task, weights)
+    weights = torch.where(remask, cfg.weight_remask_task, weights)
+    weights = torch.where(destructive, penalty.expand_as(weights), weights)
+    n_unmask = unmask.sum()
+    flag_prob = (flag - lse).exp()
+    diag = {
+        "avg_mask_prob": (flag_prob * unmask).sum() / n_unmask.clamp_min(1),
+        "n_unmask": n_unmask,
+        "n_remask": remask.sum(),
+        "n_destructive": destructive.sum(),
+        "n_flagged": (visible & predicted_flag).sum(),
+    }
+    return weights, diag
