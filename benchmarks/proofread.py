@@ -28,7 +28,7 @@ from unmask.data.dataset import Dataset
 from unmask.eval.repair_metrics import char_error_rate, detection_scores
 from unmask.model.pretrained import load_pretrained
 from unmask.noise.corruption import corrupt_text_ids
-from unmask.sampling.proofread import PROOFREADERS
+from unmask.sampling.proofread import PROOFREADERS, resolve_change_margin
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.10)
     parser.add_argument("--prior-rate", type=float, nargs="+", default=[0.03])
     parser.add_argument("--proofreader", default="channel", choices=tuple(PROOFREADERS))
-    parser.add_argument("--change-margin", type=float, default=1.0,
+    parser.add_argument("--change-margin", type=float, default=None,
                         help="remask, direct: unmask proofread --change-margin")
     parser.add_argument("--seed", type=int, default=0, help="corruption draw")
     parser.add_argument("--threads", type=int, default=2)
@@ -47,6 +47,7 @@ def main() -> None:
                         help="unmask proofread --dtype (default float32: `unmask eval "
                              "--repair`'s arithmetic)")
     args = parser.parse_args()
+    args.change_margin = resolve_change_margin(args.proofreader, args.change_margin)
     torch.set_num_threads(args.threads)
     header("unmask proofread: a long corrupted validation stretch, proofread whole")
     pre = load_pretrained(args.run, "cpu")

@@ -90,7 +90,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--passages", type=int, default=64,
                         help="repair: validation passages (64: the figures so far, standard "
                              "error ~0.23 points; 512: ~0.09)")
-    parser.add_argument("--change-margin", type=float, default=1.0,
+    parser.add_argument("--change-margin", type=float, default=None,
                         help="repair: see `unmask eval --change-margin`")
     parser.add_argument("--proofreader", default="remask", choices=tuple(PROOFREADERS),
                         help="repair: see `unmask eval --proofreader`")
@@ -107,10 +107,10 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args()
 
 
-def evaluation_command(args) -> str:
-    """The `unmask eval` command that repeats this benchmark's repair scores."""
-    knobs = {"remask": f"--change-margin {args.change_margin}",
-             "direct": f"--proofreader direct --change-margin {args.change_margin}",
+def evaluation_command(args, repair: dict) -> str:
+    """The `unmask eval` command that repeats this benchmark's `repair` scores."""
+    knobs = {"remask": f"--change-margin {repair['change_margin']}",
+             "direct": f"--proofreader direct --change-margin {repair['change_margin']}",
              "channel": "--proofreader channel" + (f" --prior-rate {args.prior_rate}"
                                                    if args.prior_rate is not None else "")}
     return (f".venv/bin/unmask eval {args.out} --repair {args.rate} --passages {args.passages} "
@@ -154,7 +154,7 @@ def main() -> None:
     print(json.dumps({"train": result, "repair": repair}, indent=1))
     met = repair["cer_after"] <= 0.05 and repair["repair_f1"] >= 0.80
     print(f"target (cer_after <= 0.05 and repair_f1 >= 0.80): {'met' if met else 'MISSED'}")
-    print(f"reproduce the evaluation: {evaluation_command(args)}")
+    print(f"reproduce the evaluation: {evaluation_command(args, repair)}")
 
 
 if __name__ == "__main__":

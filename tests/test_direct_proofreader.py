@@ -17,7 +17,7 @@ from unmask.eval.repair_metrics import char_error_rate
 from unmask.model.pretrained import load_pretrained
 from unmask.noise.corruption import corrupt_text_ids
 from unmask.sampling.direct import direct_repair
-from unmask.sampling.proofread import require_checkpoint_for
+from unmask.sampling.proofread import require_checkpoint_for, resolve_change_margin
 from tests.test_channel_repair import FixedFill
 from tests.test_repair_eval import MASK, V, VEXT
 
@@ -114,3 +114,16 @@ def test_eval_repair_and_proofread_with_it(sc_run, tmp_path, capsys):
                  "--dtype", "float32"]) == 0
     p = json.loads(capsys.readouterr().out)
     assert p["proofreader"] == "direct" and len(p["text"]) == len(text)
+    # without --change-margin, the direct proofreader's own (the remasking sampler's is 1)
+    assert main(["eval", str(sc_run), "--repair", "0.1", "--passages", "4", "--json",
+                 "--proofreader", "direct"]) == 0
+    assert json.loads(capsys.readouterr().out)["change_margin"] == 3.0
+
+
+def test_each_proofreader_has_its_default_margin_and_none_goes_below_1():
+    assert [resolve_change_margin(p, None) for p in ("remask", "direct")] == [1.0, 3.0]
+    assert resolve_change_margin("direct", 1.5) == 1.5
+    with pytest.raises(UserError, match="--change-margin must be >= 1"):
+        resolve_change_margin("direct", 0.9)
+    with pytest.raises(UserError, match="unknown proofreader 'x'"):
+        resolve_change_margin("x", None)

@@ -43,9 +43,10 @@ def add_parser(sub) -> None:
                         "(self_correction checkpoints)")
     p.add_argument("--passages", type=int, default=64,
                    help="--repair: validation passages (windows of the model's context)")
-    p.add_argument("--change-margin", type=float, default=1.0,
+    p.add_argument("--change-margin", type=float, default=None,
                    help="--repair: replace a flagged character (direct: any character) only "
-                        "by one this many times as probable (1 = plain argmax)")
+                        "by one this many times as probable (1 = plain argmax; default 1, "
+                        "direct 3)")
     p.add_argument("--flag-bias", type=float, default=0.0,
                    help="--repair: added to the flag logit (> 0 flags more, < 0 fewer)")
     p.add_argument("--proofreader", default="remask", choices=("remask", "channel", "direct"),

@@ -30,9 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--prior-rate", type=float, default=DEFAULT_PRIOR,
                    help="channel: the share of characters you expect to be wrong (higher "
                         f"changes more; default {DEFAULT_PRIOR})")
-    p.add_argument("--change-margin", type=float, default=1.0,
+    p.add_argument("--change-margin", type=float, default=None,
                    help="remask, direct: replace a character only by one this many times as "
-                        "probable (1 = plain argmax; direct reads best near 2.7)")
+                        "probable (1 = plain argmax; default 1 for remask, 3 for direct)")
     p.add_argument("--flag-bias", type=float, default=0.0,
                    help="remask: added to the flag logit (> 0 flags more, < 0 fewer)")
     p.add_argument("--output", metavar="FILE", help="write the corrected text here (atomically) "
@@ -68,18 +68,18 @@ def run(args, extra: list[str]) -> int:
 
 
 def proofread_text(checkpoint: str, text: str, *, proofreader: str = "channel",
-                   prior_rate: float = DEFAULT_PRIOR, change_margin: float = 1.0,
+                   prior_rate: float = DEFAULT_PRIOR, change_margin: float | None = None,
                    flag_bias: float = 0.0, max_steps: int = 16, device: str = "auto",
                    dtype: str = "float32") -> dict:
     """{"text": corrected, "changes": [{"position", "from", "to"}], ...} for `text`."""
     from unmask.model.pretrained import load_pretrained
-    from unmask.sampling.proofread import require_change_margin
+    from unmask.sampling.proofread import resolve_change_margin
 
     if not text:
         raise UserError("nothing to proofread: the input is empty")
     if not 0.0 < prior_rate < 1.0:
         raise UserError(f"--prior-rate must be in (0, 1), got {prior_rate}")
-    require_change_margin(change_margin)
+    change_margin = resolve_change_margin(proofreader, change_margin)
     return proofread_pretrained(load_pretrained(checkpoint, device), text,
                                 proofreader=proofreader, prior_rate=prior_rate,
                                 change_margin=change_margin, flag_bias=flag_bias,

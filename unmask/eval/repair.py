@@ -35,7 +35,7 @@ from unmask.eval.repair_metrics import (
 from unmask.noise.corruption import corrupt_text_ids
 from unmask.sampling.proofread import (
     PROOFREADERS,
-    require_change_margin,
+    resolve_change_margin,
     require_checkpoint_for,
     require_proofreader,
 )
@@ -110,7 +110,7 @@ def repair_scores(model, clean: torch.Tensor, *, rate: float, vocab_size: int, m
 
 def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
                     device: str = "auto", n_passages: int = REPAIR_PASSAGES,
-                    max_steps: int = REPAIR_STEPS, change_margin: float = 1.0,
+                    max_steps: int = REPAIR_STEPS, change_margin: float | None = None,
                     flag_bias: float = 0.0, seed: int = REPAIR_SEED,
                     proofreader: str = "remask", prior_rate: float | None = None) -> dict:
     """`unmask eval CKPT --repair RATE`: the repair scores of a self_correction checkpoint.
@@ -127,7 +127,7 @@ def evaluate_repair(path: str, rate: float = 0.10, data: str | None = None,
 
     if not 0.0 < rate < 1.0:
         raise UserError(f"--repair expects a corruption rate in (0, 1), got {rate}")
-    require_change_margin(change_margin)
+    change_margin = resolve_change_margin(proofreader, change_margin)
     pre = load_pretrained(path, device)
     require_self_correction(pre.config, pre.path, "--repair")
     require_checkpoint_for(proofreader, pre.config, pre.path)

@@ -80,11 +80,22 @@ def require_checkpoint_for(proofreader: str, config, path: str) -> None:
                         f"'{objective}'); proofread with a diffusion checkpoint")
 
 
-def require_change_margin(change_margin: float) -> None:
-    """The remasking sampler replaces a flagged token only by a fill `change_margin` times as
-    probable as it, so below 1 it would prefer less probable fills."""
+# `--change-margin` when none is given: the remasking sampler's plain argmax; the direct
+# proofreader's margin chosen on `--repair-seed 1` (BENCHMARKS.md: 3 for both the demo-budget
+# and the 30-minute model); the channel proofreader has its prior instead.
+CHANGE_MARGINS = {"remask": 1.0, "direct": 3.0, "channel": 1.0}
+
+
+def resolve_change_margin(proofreader: str, change_margin: float | None) -> float:
+    """`change_margin`, or the proofreader's default for None. The remasking sampler (and the
+    direct proofreader) replace a token only by one `change_margin` times as probable as it,
+    so below 1 they would prefer less probable ones."""
+    require_proofreader(proofreader)
+    if change_margin is None:
+        return CHANGE_MARGINS[proofreader]
     if not change_margin >= 1.0:
         raise UserError(f"--change-margin must be >= 1 (1 = plain argmax), got {change_margin}")
+    return change_margin
 
 
 def window_plan(n: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
