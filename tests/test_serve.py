@@ -15,6 +15,7 @@ import time
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from tests.serve_support import XSS, LiveServer, cli_sample, tiny_run
@@ -304,3 +305,41 @@ def test_busy_port_is_a_clear_error(run_dir, capsys):
         assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     finally:
         taken.close()
+
+
+def test_generations_run_in_the_precision_asked_for(pre):
+    """bfloat16: the worker thread that runs the model enters autocast itself (autocast is
+    per thread); float32, the default, matches `unmask sample` (the test above)."""
+    seen = []
+    hook = pre.model.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    try:
+        for precision, dtype in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+            seen.clear()
+            with TestClient(create_app(pre, precision=precision),
+                            base_url="http://127.0.0.1") as c:
+                assert c.get("/api/model").json()["precision"] == precision
+                body = {"seed": 3, "prompt": "ROMEO:", "length": 30, "steps": 10}
+                frames = sse_frames(c.post("/api/generate", json=body).text.splitlines())
+            assert frames[-1]["type"] == "done" and seen and set(seen) == {dtype}
+    finally:
+        hook.remove()
+
+
+def test_unmask_serve_dtype_auto_takes_the_probes_choice(run_dir, monkeypatch):
+    from unmask.cli.main import main
+    from unmask.runtime import device as runtime_device
+    from unmask.runtime.precision import PrecisionChoice
+
+    monkeypatch.setattr(runtime_device, "cpu_precision",
+                        lambda shape: PrecisionChoice("bfloat16", "measured"))
+    made = {}
+
+    def fake_create_app(pre, limits, allowed_hosts=None, precision="float32"):
+        made["precision"] = precision
+        raise SystemExit(0)  # stop before binding a port
+
+    monkeypatch.setattr("unmask.serve.app.create_app", fake_create_app)
+    for dtype, expected in (("auto", "bfloat16"), ("float32", "float32")):
+        with pytest.raises(SystemExit):
+            main(["serve", str(run_dir), "--device", "cpu", "--dtype", dtype])
+        assert made.pop("precision") == expected

@@ -31,6 +31,10 @@ def add_parser(sub) -> None:
                    help="seconds a client may take no frame before its generation is stopped")
     p.add_argument("--max-seconds", type=float, default=300.0,
                    help="longest generation in seconds, animation included")
+    p.add_argument("--dtype", default="float32", choices=("float32", "auto", "bfloat16"),
+                   help="float32 (default): the texts `unmask sample` gives for a seed; auto: "
+                        "bf16 autocast where training would use it (a GPU; a CPU whose "
+                        "start-up probe measured bf16 faster), quicker, other texts")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -57,7 +61,7 @@ def run(args, extra: list[str]) -> int:
     except ImportError as err:
         raise UserError(f"unmask serve needs the serve extra ({err.name} is missing): "
                         "pip install 'unmask[serve]'") from None
-    from unmask.model.pretrained import load_pretrained
+    from unmask.model.pretrained import inference_precision, load_pretrained
     from unmask.serve.settings import Limits
 
     limits = Limits(max_prompt_chars=args.max_prompt_chars, max_length=args.max_length,
@@ -70,15 +74,18 @@ def run(args, extra: list[str]) -> int:
 
         torch.set_num_threads(args.threads)
     pre = load_pretrained(args.checkpoint, args.device)
+    precision = inference_precision(pre, args.dtype, 1).dtype  # one row per generation
     loopback = args.host in LOOPBACK_HOSTS
     if not loopback:
         print(f"warning: listening on {args.host}: anyone who can reach this address can run "
               "generations", file=sys.stderr)
-    app = create_app(pre, limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+    app = create_app(pre, limits, allowed_hosts=LOOPBACK_HOSTS if loopback else None,
+                     precision=precision)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"unmask serve: {pre.path} at http://{shown}:{port}/  (Ctrl-C stops)", flush=True)
+    print(f"unmask serve: {pre.path} at http://{shown}:{port}/ in {precision}  (Ctrl-C stops)",
+          flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     try:
         server.run(sockets=[sock])  # shuts down gracefully on Ctrl-C / SIGTERM

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 import anyio
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -44,6 +45,9 @@ HEADERS = {
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
 }
+
+# `unmask serve --dtype` after the choice: the generations' autocast dtype (None: float32)
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 class GenerateBody(BaseModel):
@@ -147,11 +151,13 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 
 
 def create_app(pre, limits: Limits | None = None,
-               allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> FastAPI:
+               allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
+               precision: str = "float32") -> FastAPI:
     """The app serving checkpoint `pre` (a `Pretrained`). `allowed_hosts=None` accepts any
-    Host header (for a server bound to a non-loopback address on purpose)."""
+    Host header (for a server bound to a non-loopback address on purpose); generations run
+    in `precision` (float32, or bfloat16 under autocast)."""
     limits = limits or Limits()
-    slots = Slots(limits)
+    slots = Slots(limits, autocast=PRECISIONS[precision])
 
     @asynccontextmanager
     async def lifespan(app):
@@ -179,7 +185,7 @@ def create_app(pre, limits: Limits | None = None,
 
     @app.get("/api/model")
     def model():  # plain def: FastAPI runs it in a worker thread (it reads a few files)
-        return model_info(pre, limits)
+        return {**model_info(pre, limits), "precision": precision}
 
     @app.post("/api/generate")
     async def generate(request: Request):

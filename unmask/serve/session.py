@@ -18,7 +18,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import torch
+
 from unmask.errors import UserError
+from unmask.runtime.device import autocast
 from unmask.sampling.base import StepEvent
 from unmask.serve.settings import Limits, Prepared
 from unmask.serve.stream import (
@@ -114,8 +117,9 @@ Emit = Callable[..., None]  # emit(frame, last=False); may raise Stalled
 class Slots:
     """The bounded set of running generations, and a short history of finished ones."""
 
-    def __init__(self, limits: Limits, history: int = 64):
+    def __init__(self, limits: Limits, history: int = 64, autocast: torch.dtype | None = None):
         self.limits = limits
+        self.autocast = autocast  # the generations' autocast dtype (None: float32)
         self.lock = threading.Lock()
         self.active: dict[int, Generation] = {}
         self.recent: deque[Generation] = deque(maxlen=history)
@@ -147,7 +151,9 @@ class Slots:
 
     def _run(self, gen: Generation, pre, events: Iterator[StepEvent], emit: Emit) -> None:
         try:
-            last = run_generation(gen, pre, events, emit, self.limits)
+            # autocast is per thread: entered here, in the thread that runs the model
+            with autocast(next(pre.model.parameters()).device, self.autocast):
+                last = run_generation(gen, pre, events, emit, self.limits)
             if last is not None:
                 emit(last, last=True)
         except Gone:
