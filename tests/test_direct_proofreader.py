@@ -17,7 +17,12 @@ from unmask.eval.repair_metrics import char_error_rate
 from unmask.model.pretrained import load_pretrained
 from unmask.noise.corruption import corrupt_text_ids
 from unmask.sampling.direct import direct_repair
-from unmask.sampling.proofread import require_checkpoint_for, resolve_change_margin
+from unmask.sampling.proofread import (
+    CHECKPOINT_NEEDS,
+    PROOFREADERS,
+    require_checkpoint_for,
+    resolve_change_margin,
+)
 from tests.test_channel_repair import FixedFill
 from tests.test_repair_eval import MASK, V, VEXT
 
@@ -92,6 +97,7 @@ def test_it_needs_a_model_that_learned_what_belongs_at_a_swapped_token():
                                         "with 'mdlm'"):
         require_checkpoint_for("direct", _config("mdlm"), "run")
     require_checkpoint_for("channel", _config("mdlm"), "run")  # the fill alone is enough there
+    assert set(CHECKPOINT_NEEDS) == set(PROOFREADERS)  # a new proofreader says what it needs
 
 
 def test_eval_repair_and_proofread_with_it(sc_run, tmp_path, capsys):

@@ -35,9 +35,9 @@ from unmask.eval.repair_metrics import (
 from unmask.noise.corruption import corrupt_text_ids
 from unmask.sampling.proofread import (
     PROOFREADERS,
-    resolve_change_margin,
     require_checkpoint_for,
     require_proofreader,
+    resolve_change_margin,
 )
 
 REPAIR_SEED = 0

@@ -61,23 +61,39 @@ def require_proofreader(name: str) -> None:
                         f"{', '.join(PROOFREADERS)}")
 
 
-def require_checkpoint_for(proofreader: str, config, path: str) -> None:
-    """A one-line error when the checkpoint of `config` (a RunConfig) at `path` was not trained
-    to read text the way `proofreader` asks of it."""
-    require_proofreader(proofreader)
+def _fills_masks(name: str, config, path: str) -> None:
     objective = config.train.objective
-    if proofreader in ("remask", "direct") and objective != "self_correction":
-        raise UserError(f"--proofreader {proofreader} needs a checkpoint trained with "
-                        f"train.objective=self_correction; {path} was trained with "
-                        f"'{objective}'")
-    if proofreader == "direct" and not config.self_correction.weight_swap_fill > 0:
-        raise UserError(f"--proofreader direct needs a checkpoint that learned what belongs at "
-                        f"a swapped token (self_correction.weight_swap_fill > 0); {path} was "
-                        f"trained without it: use --proofreader channel")
     if (config.model.mode != "token_classifier" or config.model.binary_head
             or objective == "remask_binary"):
         raise UserError(f"{path} does not fill masked text (a {config.model.mode} trained with "
                         f"'{objective}'); proofread with a diffusion checkpoint")
+
+
+def _flags_swaps(name: str, config, path: str) -> None:
+    if config.train.objective != "self_correction":
+        raise UserError(f"--proofreader {name} needs a checkpoint trained with "
+                        f"train.objective=self_correction; {path} was trained with "
+                        f"'{config.train.objective}'")
+
+
+def _fills_swaps(name: str, config, path: str) -> None:
+    if not config.self_correction.weight_swap_fill > 0:
+        raise UserError(f"--proofreader {name} needs a checkpoint that learned what belongs at "
+                        f"a swapped token (self_correction.weight_swap_fill > 0); {path} was "
+                        f"trained without it: use --proofreader channel")
+
+
+# What each proofreader needs of a checkpoint, checked in order.
+CHECKPOINT_NEEDS = {"remask": (_flags_swaps, _fills_masks), "channel": (_fills_masks,),
+                    "direct": (_flags_swaps, _fills_swaps, _fills_masks)}
+
+
+def require_checkpoint_for(proofreader: str, config, path: str) -> None:
+    """A one-line error when the checkpoint of `config` (a RunConfig) at `path` was not trained
+    to read text the way `proofreader` asks of it."""
+    require_proofreader(proofreader)
+    for need in CHECKPOINT_NEEDS[proofreader]:
+        need(proofreader, config, path)
 
 
 # `--change-margin` when none is given: the remasking sampler's plain argmax; the direct
