@@ -21,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 
 import anyio
-import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +29,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import StreamingResponse
 
 from unmask.errors import UserError
+from unmask.runtime.precision import PrecisionChoice
 from unmask.serve.info import model_info
 from unmask.serve.session import Busy, FrameChannel, Generation, Slots
 from unmask.serve.settings import Limits, Settings, prepare
@@ -45,9 +45,6 @@ HEADERS = {
     "referrer-policy": "no-referrer",
     "x-frame-options": "DENY",
 }
-
-# `unmask serve --dtype` after the choice: the generations' autocast dtype (None: float32)
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 class GenerateBody(BaseModel):
@@ -157,7 +154,7 @@ def create_app(pre, limits: Limits | None = None,
     Host header (for a server bound to a non-loopback address on purpose); generations run
     in `precision` (float32, or bfloat16 under autocast)."""
     limits = limits or Limits()
-    slots = Slots(limits, autocast=PRECISIONS[precision])
+    slots = Slots(limits, autocast=PrecisionChoice(precision, "explicit").autocast)
 
     @asynccontextmanager
     async def lifespan(app):
