@@ -170,3 +170,34 @@ def test_batch_checks_every_prompt_first(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "prompt 2: characters not in the tokenizer's vocabulary: '€'" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_dtype_auto_generates_in_the_precision_training_would(run_dir, monkeypatch, capsys):
+    import torch
+
+    from unmask.model.transformer import Transformer
+    from unmask.runtime import device as runtime_device
+    from unmask.runtime.precision import PrecisionChoice
+
+    probed, seen = [], []
+    monkeypatch.setattr(runtime_device, "cpu_precision", lambda shape: probed.append(shape)
+                        or PrecisionChoice("bfloat16", "measured"))
+    original = Transformer.forward
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(Transformer, "forward", spy)
+    args = ["tui", str(run_dir), "--length", "20", "--steps", "5", "--seed", "3",
+            "--device", "cpu", "--speed", "0"]
+    assert main(args) == 0  # float32 by default: no probe, `unmask sample`'s text
+    assert capsys.readouterr().out == (f"--- sample 1 ---\n"
+                                       f"{cli_sample(run_dir, seed=3, length=20, steps=5)}\n")
+    assert set(seen) == {torch.float32} and probed == []
+    seen.clear()
+    assert main([*args, "--dtype", "auto", "--num-samples", "2"]) == 0
+    assert set(seen) == {torch.bfloat16}
+    assert [s.tokens // s.context for s in probed] == [2]  # probed at the generation's batch
+    assert capsys.readouterr().out.count("--- sample") == 2

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from unmask.cli.errors import reject_extra
+from unmask.cli.precision_option import add_dtype_argument, model_precision
 from unmask.errors import UserError
 
 NAME = "proofread"
@@ -38,10 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--output", metavar="FILE", help="write the corrected text here (atomically) "
                                                      "instead of to stdout")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
-                   help="auto: bf16 autocast on a GPU, and on a CPU where the start-up probe "
-                        "measured it faster (as training decides); float32: the figures of "
-                        "`unmask eval --repair`, to the bit")
+    add_dtype_argument(p, "auto", "the figures of `unmask eval --repair`, to the bit")
     p.add_argument("--json", action="store_true",
                    help="print the corrected text and every change (position, from, to) as JSON")
 
@@ -96,8 +94,7 @@ def proofread_pretrained(pre, text: str, *, proofreader: str, prior_rate: float,
     characters 1.7x faster at the same error rate, BENCHMARKS.md)."""
     import torch
 
-    from unmask.model.pretrained import checkpoint_mask_logit_bias, inference_precision
-    from unmask.runtime.device import autocast
+    from unmask.model.pretrained import checkpoint_mask_logit_bias
     from unmask.sampling.proofread import (
         PROOFREAD_BATCH,
         proofread_ids,
@@ -113,9 +110,7 @@ def proofread_pretrained(pre, text: str, *, proofreader: str, prior_rate: float,
                    remask_target=cfg.self_correction.remask_target,
                    mask_logit_bias=checkpoint_mask_logit_bias(pre.path, cfg),
                    flag_bias=flag_bias, max_steps=max_steps, change_margin=change_margin)
-    device = next(pre.model.parameters()).device
-    precision = inference_precision(pre, dtype, PROOFREAD_BATCH)
-    with autocast(device, precision.autocast):
+    with model_precision(pre, dtype, PROOFREAD_BATCH) as precision:
         fixed = proofread_ids(pre.model, ids, context=cfg.model.block_size,
                               proofreader=proofreader, sampler=sampler, prior=prior_rate).tolist()
     known = [p is not None for p in pieces]

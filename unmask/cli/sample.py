@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from unmask.cli.errors import reject_extra
+from unmask.cli.precision_option import add_dtype_argument, model_precision
 from unmask.errors import UserError
 
 NAME = "sample"
@@ -34,10 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--prompt", default="", help="fixed prefix (default: the sampler's own)")
     p.add_argument("--num-samples", type=int)
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="float32", choices=("float32", "auto", "bfloat16"),
-                   help="float32 (default): the same samples on every machine for a seed; "
-                        "auto: bf16 autocast where training would use it (a GPU; a CPU whose "
-                        "start-up probe measured bf16 faster), quicker, different samples")
+    add_dtype_argument(p, "float32", "the same samples on every machine for a seed (other "
+                                     "precisions give other samples)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--animate", action="store_true",
                    help="watch the masks turn into text first (a terminal only; needs rich)")
@@ -66,13 +65,10 @@ def add_parser(sub) -> None:
 
 def run(args, extra: list[str]) -> int:
     reject_extra(extra)
-    from unmask.model.pretrained import inference_precision, load_pretrained
-    from unmask.runtime.device import autocast
+    from unmask.model.pretrained import load_pretrained
 
     pre = load_pretrained(args.checkpoint, args.device)
-    precision = inference_precision(pre, args.dtype, args.num_samples or
-                                    pre.config.sample.num_samples)
-    with autocast(next(pre.model.parameters()).device, precision.autocast):
+    with model_precision(pre, args.dtype, args.num_samples or pre.config.sample.num_samples):
         return _sample(args, pre)
 
 

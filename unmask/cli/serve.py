@@ -6,6 +6,7 @@ import socket
 import sys
 
 from unmask.cli.errors import reject_extra
+from unmask.cli.precision_option import add_dtype_argument
 from unmask.errors import UserError
 
 NAME = "serve"
@@ -31,10 +32,7 @@ def add_parser(sub) -> None:
                    help="seconds a client may take no frame before its generation is stopped")
     p.add_argument("--max-seconds", type=float, default=300.0,
                    help="longest generation in seconds, animation included")
-    p.add_argument("--dtype", default="float32", choices=("float32", "auto", "bfloat16"),
-                   help="float32 (default): the texts `unmask sample` gives for a seed; auto: "
-                        "bf16 autocast where training would use it (a GPU; a CPU whose "
-                        "start-up probe measured bf16 faster), quicker, other texts")
+    add_dtype_argument(p, "float32", "the texts `unmask sample` gives for a seed")
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -3,10 +3,12 @@ file of prompts."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
 from unmask.cli.errors import reject_extra
+from unmask.cli.precision_option import add_dtype_argument, model_precision
 from unmask.errors import UserError
 
 NAME = "tui"
@@ -35,6 +37,7 @@ def add_parser(sub) -> None:
                         "as JSON")
     p.add_argument("--out", help="with --batch: write the JSON here (default: stdout)")
     p.add_argument("--device", default="auto")
+    add_dtype_argument(p, "float32", "the texts `unmask sample` gives for a seed")
 
 
 def settings_from(args):
@@ -54,19 +57,27 @@ def run(args, extra: list[str]) -> int:
         raise UserError("choose --interactive or --batch, not both")
     if args.out and not args.batch:
         raise UserError("--out goes with --batch")
-    try:
-        from rich.console import Console
-    except ImportError:
-        raise UserError("unmask tui needs rich: pip install 'unmask[serve]'") from None
+    if importlib.util.find_spec("rich") is None:
+        raise UserError("unmask tui needs rich: pip install 'unmask[serve]'")
     from unmask.model.pretrained import load_pretrained
-    from unmask.serve import tui, tui_loop
-    from unmask.serve.settings import Limits, check_settings, prepare
+    from unmask.serve.settings import Limits, check_settings
 
     settings = settings_from(args)
     limits = Limits(max_length=1 << 20, max_steps=1 << 20, max_prompt_chars=1 << 20,
                     max_seconds=1e9)  # a local user limits only themself
     check_settings(settings, limits)
     pre = load_pretrained(args.checkpoint, args.device)
+    with model_precision(pre, args.dtype, args.num_samples):
+        return _show(args, pre, settings, limits)
+
+
+def _show(args, pre, settings, limits) -> int:
+    """The run itself: --batch, --interactive, or one live generation."""
+    from rich.console import Console
+
+    from unmask.serve import tui, tui_loop
+    from unmask.serve.settings import prepare
+
     if args.batch:
         report = tui_loop.batch(pre, settings, limits, args.batch, args.out,
                                 Console(stderr=True))
