@@ -23,12 +23,11 @@ import json
 import torch
 from common import Timer, header
 
-from unmask.cli.proofread import proofread_pretrained
 from unmask.data.dataset import Dataset
 from unmask.eval.repair_metrics import char_error_rate, detection_scores
 from unmask.model.pretrained import load_pretrained
 from unmask.noise.corruption import corrupt_text_ids
-from unmask.sampling.proofread import PROOFREADERS, resolve_change_margin
+from unmask.sampling.proofread import PROOFREADERS, proofread_pretrained, resolve_change_margin
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "unmask"
 
 # The data flow, upstream first: a module may import its own layer and the layers before it.
 LAYERS = ["errors", "config", "runtime", "text", "noise", "data", "model", "losses", "sampling", "eval",
-          "objectives", "train", "serve", "cli"]
+          "objectives", "train", "serve", "api", "cli"]
 MAX_LINES = 400
 
 

@@ -103,10 +103,10 @@ def test_the_command_keeps_length_and_unknown_characters(sc_run, proofreader):
 
 @pytest.mark.parametrize("proofreader", sorted(PROOFREADERS))
 def test_dtype_auto_takes_the_precision_training_would(sc_run, monkeypatch, proofreader):
-    from unmask.cli.proofread import proofread_pretrained
     from unmask.model.pretrained import load_pretrained
     from unmask.runtime import device as runtime_device
     from unmask.runtime.precision import PrecisionChoice
+    from unmask.sampling.proofread import proofread_pretrained
 
     probed = []
     monkeypatch.setattr(runtime_device, "cpu_precision", lambda shape: probed.append(shape)

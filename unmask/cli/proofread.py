@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 from unmask.cli.errors import reject_extra
-from unmask.cli.precision_option import add_dtype_argument, model_precision
+from unmask.cli.precision_option import add_dtype_argument
 from unmask.errors import UserError
+from unmask.sampling.proofread import DEFAULT_PRIOR_RATE as DEFAULT_PRIOR
 
 NAME = "proofread"
-
-DEFAULT_PRIOR = 0.02
 
 
 def add_parser(sub) -> None:
@@ -69,70 +68,16 @@ def proofread_text(checkpoint: str, text: str, *, proofreader: str = "channel",
                    prior_rate: float = DEFAULT_PRIOR, change_margin: float | None = None,
                    flag_bias: float = 0.0, max_steps: int = 16, device: str = "auto",
                    dtype: str = "float32") -> dict:
-    """{"text": corrected, "changes": [{"position", "from", "to"}], ...} for `text`."""
+    """{"text": corrected, "changes": [{"position", "from", "to"}], ...} for `text`
+    (sampling.proofread.proofread_pretrained with the checkpoint loaded)."""
     from unmask.model.pretrained import load_pretrained
-    from unmask.sampling.proofread import resolve_change_margin
+    from unmask.sampling.proofread import check_proofread_request, proofread_pretrained
 
-    if not text:
-        raise UserError("nothing to proofread: the input is empty")
-    if not 0.0 < prior_rate < 1.0:
-        raise UserError(f"--prior-rate must be in (0, 1), got {prior_rate}")
-    change_margin = resolve_change_margin(proofreader, change_margin)
+    check_proofread_request(text, proofreader, prior_rate, change_margin)  # before loading
     return proofread_pretrained(load_pretrained(checkpoint, device), text,
                                 proofreader=proofreader, prior_rate=prior_rate,
                                 change_margin=change_margin, flag_bias=flag_bias,
                                 max_steps=max_steps, dtype=dtype)
-
-
-def proofread_pretrained(pre, text: str, *, proofreader: str, prior_rate: float,
-                         change_margin: float = 1.0, flag_bias: float = 0.0,
-                         max_steps: int = 16, dtype: str = "float32") -> dict:
-    """proofread_text with a loaded checkpoint (`Pretrained`), for callers that proofread
-    several texts with one model. `dtype` auto: bf16 autocast where training would use it
-    (runtime.device.choose_precision; the CPU probe times a training step of the model's
-    block, a fair proxy for the forward passes here: bf16 proofreads run K's 16,384
-    characters 1.7x faster at the same error rate, BENCHMARKS.md)."""
-    import torch
-
-    from unmask.model.pretrained import checkpoint_mask_logit_bias
-    from unmask.sampling.proofread import (
-        PROOFREAD_BATCH,
-        proofread_ids,
-        require_checkpoint_for,
-    )
-
-    cfg, tok = pre.config, pre.tokenizer
-    require_checkpoint_for(proofreader, cfg, pre.path)
-    pieces = _pieces(tok, text)
-    ids = torch.tensor([tok.mask_id if p is None else p for p in pieces])
-    sampler = dict(vocab_size=tok.vocab_size, mask_id=tok.mask_id,
-                   wrong_id=tok.special_id("wrong"),
-                   remask_target=cfg.self_correction.remask_target,
-                   mask_logit_bias=checkpoint_mask_logit_bias(pre.path, cfg),
-                   flag_bias=flag_bias, max_steps=max_steps, change_margin=change_margin)
-    with model_precision(pre, dtype, PROOFREAD_BATCH) as precision:
-        fixed = proofread_ids(pre.model, ids, context=cfg.model.block_size,
-                              proofreader=proofreader, sampler=sampler, prior=prior_rate).tolist()
-    known = [p is not None for p in pieces]
-    changes = [{"position": i, "from": tok.decode([a]), "to": tok.decode([b])}
-               for i, (a, b, k) in enumerate(zip(ids.tolist(), fixed, known)) if k and a != b]
-    if all(known):
-        corrected = tok.decode(fixed)
-    else:  # a character tokenizer: characters it lacks pass through as they are
-        corrected = "".join(tok.decode([b]) if k else ch for b, k, ch in zip(fixed, known, text))
-    return {"checkpoint": pre.path, "proofreader": proofreader,
-            "prior_rate": prior_rate if proofreader == "channel" else None,
-            "precision": precision.dtype,
-            "unit": "character" if getattr(tok, "kind", "") == "char" else "token",
-            "tokens": len(fixed), "changes": changes, "text": corrected}
-
-
-def _pieces(tok, text: str) -> list[int | None]:
-    """Token ids of `text`; with a character tokenizer, None for each character it lacks."""
-    if getattr(tok, "kind", "") == "char":
-        stoi = tok.stoi
-        return [stoi.get(ch) for ch in text]
-    return tok.encode(text)
 
 
 def _read(file: str) -> str:

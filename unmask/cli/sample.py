@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from unmask.cli.errors import reject_extra
-from unmask.cli.precision_option import add_dtype_argument, model_precision
+from unmask.cli.precision_option import add_dtype_argument
 from unmask.errors import UserError
 
 NAME = "sample"
@@ -65,10 +65,10 @@ def add_parser(sub) -> None:
 
 def run(args, extra: list[str]) -> int:
     reject_extra(extra)
-    from unmask.model.pretrained import load_pretrained
+    from unmask.model.pretrained import load_pretrained, running_precision
 
     pre = load_pretrained(args.checkpoint, args.device)
-    with model_precision(pre, args.dtype, args.num_samples or pre.config.sample.num_samples):
+    with running_precision(pre, args.dtype, args.num_samples or pre.config.sample.num_samples):
         return _sample(args, pre)
 
 

@@ -8,7 +8,7 @@ import json
 import sys
 
 from unmask.cli.errors import reject_extra
-from unmask.cli.precision_option import add_dtype_argument, model_precision
+from unmask.cli.precision_option import add_dtype_argument
 from unmask.errors import UserError
 
 NAME = "tui"
@@ -59,7 +59,7 @@ def run(args, extra: list[str]) -> int:
         raise UserError("--out goes with --batch")
     if importlib.util.find_spec("rich") is None:
         raise UserError("unmask tui needs rich: pip install 'unmask[serve]'")
-    from unmask.model.pretrained import load_pretrained
+    from unmask.model.pretrained import load_pretrained, running_precision
     from unmask.serve.settings import Limits, check_settings
 
     settings = settings_from(args)
@@ -67,7 +67,7 @@ def run(args, extra: list[str]) -> int:
                     max_seconds=1e9)  # a local user limits only themself
     check_settings(settings, limits)
     pre = load_pretrained(args.checkpoint, args.device)
-    with model_precision(pre, args.dtype, args.num_samples):
+    with running_precision(pre, args.dtype, args.num_samples):
         return _show(args, pre, settings, limits)
 
 

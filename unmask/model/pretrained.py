@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,18 @@ def inference_precision(pre: Pretrained, dtype: str, batch_size: int):
     shape = dataclasses.replace(probe_shape(pre.config.model, batch_size),
                                 attention=(pre.model.attention_kernel,))
     return choose_precision(device, dtype, shape)
+
+
+@contextmanager
+def running_precision(pre: Pretrained, dtype: str, batch_size: int):
+    """Run `pre` in the precision `dtype` (float32 | auto | bfloat16) asks for at
+    `batch_size` rows (inference_precision); yields the PrecisionChoice. Autocast is per
+    thread: enter this in the thread that runs the model."""
+    from unmask.runtime.device import autocast
+
+    precision = inference_precision(pre, dtype, batch_size)
+    with autocast(next(pre.model.parameters()).device, precision.autocast):
+        yield precision
 
 
 def load_pretrained(path: str, device: str = "auto") -> Pretrained:

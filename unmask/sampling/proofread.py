@@ -156,3 +156,65 @@ def proofread_ids(model, ids: torch.Tensor, *, context: int, proofreader: str,
         mine = owned[rows]
         out[positions[rows][mine]] = fixed.cpu()[mine].to(out.dtype)
     return out
+
+
+DEFAULT_PRIOR_RATE = 0.02  # `unmask proofread`'s share of characters expected wrong
+
+
+def check_proofread_request(text: str, proofreader: str, prior_rate: float,
+                            change_margin: float | None) -> float:
+    """A one-line error for a request no checkpoint can serve; the change margin to use."""
+    if not text:
+        raise UserError("nothing to proofread: the input is empty")
+    if not 0.0 < prior_rate < 1.0:
+        raise UserError(f"--prior-rate must be in (0, 1), got {prior_rate}")
+    return resolve_change_margin(proofreader, change_margin)
+
+
+def proofread_pretrained(pre, text: str, *, proofreader: str = "channel",
+                         prior_rate: float = DEFAULT_PRIOR_RATE,
+                         change_margin: float | None = None, flag_bias: float = 0.0,
+                         max_steps: int = 16, dtype: str = "float32") -> dict:
+    """`text` proofread by the loaded checkpoint `pre` (model.pretrained.Pretrained):
+    {"text": corrected, "changes": [{"position", "from", "to"}], "precision", ...}.
+
+    `change_margin` None: the proofreader's default (CHANGE_MARGINS). `dtype` auto: bf16
+    autocast where training would use it (the CPU probe times a training step of the model's
+    block, a fair proxy for the forward passes here: bf16 proofreads run K's 16,384
+    characters 1.7x faster at the same error rate, BENCHMARKS.md). A character the
+    tokenizer lacks is read as [MASK] and passes through unchanged."""
+    from unmask.model.pretrained import checkpoint_mask_logit_bias, running_precision
+
+    change_margin = check_proofread_request(text, proofreader, prior_rate, change_margin)
+    cfg, tok = pre.config, pre.tokenizer
+    require_checkpoint_for(proofreader, cfg, pre.path)
+    pieces = _pieces(tok, text)
+    ids = torch.tensor([tok.mask_id if p is None else p for p in pieces])
+    sampler = dict(vocab_size=tok.vocab_size, mask_id=tok.mask_id,
+                   wrong_id=tok.special_id("wrong"),
+                   remask_target=cfg.self_correction.remask_target,
+                   mask_logit_bias=checkpoint_mask_logit_bias(pre.path, cfg),
+                   flag_bias=flag_bias, max_steps=max_steps, change_margin=change_margin)
+    with running_precision(pre, dtype, PROOFREAD_BATCH) as precision:
+        fixed = proofread_ids(pre.model, ids, context=cfg.model.block_size,
+                              proofreader=proofreader, sampler=sampler, prior=prior_rate).tolist()
+    known = [p is not None for p in pieces]
+    changes = [{"position": i, "from": tok.decode([a]), "to": tok.decode([b])}
+               for i, (a, b, k) in enumerate(zip(ids.tolist(), fixed, known)) if k and a != b]
+    if all(known):
+        corrected = tok.decode(fixed)
+    else:  # a character tokenizer: characters it lacks pass through as they are
+        corrected = "".join(tok.decode([b]) if k else ch for b, k, ch in zip(fixed, known, text))
+    return {"checkpoint": pre.path, "proofreader": proofreader,
+            "prior_rate": prior_rate if proofreader == "channel" else None,
+            "precision": precision.dtype,
+            "unit": "character" if getattr(tok, "kind", "") == "char" else "token",
+            "tokens": len(fixed), "changes": changes, "text": corrected}
+
+
+def _pieces(tok, text: str) -> list[int | None]:
+    """Token ids of `text`; with a character tokenizer, None for each character it lacks."""
+    if getattr(tok, "kind", "") == "char":
+        stoi = tok.stoi
+        return [stoi.get(ch) for ch in text]
+    return tok.encode(text)
