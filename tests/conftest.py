@@ -54,3 +54,32 @@ def _deterministic_single_thread():
 def write_text(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def bf16_probe(monkeypatch) -> list:
+    """The CPU precision probe finds bf16 faster, whatever this machine would measure; the
+    list of the block shapes (runtime.precision.ProbeShape) it was asked to time."""
+    from unmask.runtime import device as runtime_device
+    from unmask.runtime.precision import PrecisionChoice
+
+    probed = []
+    monkeypatch.setattr(runtime_device, "cpu_precision", lambda shape: probed.append(shape)
+                        or PrecisionChoice("bfloat16", "measured"))
+    return probed
+
+
+@pytest.fixture
+def forward_dtypes(monkeypatch) -> list:
+    """The output dtype of every Transformer forward from now on (any model, any thread)."""
+    from unmask.model.transformer import Transformer
+
+    seen, original = [], Transformer.forward
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(Transformer, "forward", spy)
+    return seen

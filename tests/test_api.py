@@ -79,19 +79,13 @@ def test_proofread_is_what_unmask_proofread_reports(sc_run, tmp_path):
     assert direct["proofreader"] == "direct" and len(direct["text"]) == len(text)
 
 
-def test_dtype_auto_runs_the_model_in_the_probes_choice(run_dir, monkeypatch):
-    from unmask.runtime import device as runtime_device
-    from unmask.runtime.precision import PrecisionChoice
-
-    monkeypatch.setattr(runtime_device, "cpu_precision",
-                        lambda shape: PrecisionChoice("bfloat16", "measured"))
+def test_dtype_auto_runs_the_model_in_the_probes_choice(run_dir, bf16_probe, forward_dtypes):
     for dtype, expected in (("auto", torch.bfloat16), ("float32", torch.float32)):
         model = unmask.load(str(run_dir), device="cpu", dtype=dtype)
-        seen = []
-        model.pretrained.model.register_forward_hook(
-            lambda module, args, out: seen.append(out.dtype))
+        forward_dtypes.clear()
         assert len(model.generate("A", length=8, steps=4)[0]) == 9
-        assert seen and set(seen) == {expected}
+        assert forward_dtypes and set(forward_dtypes) == {expected}
+    assert len(bf16_probe) == 1  # float32 asks no probe
 
 
 def test_bad_input_is_a_user_error(model, run_dir):

@@ -102,15 +102,11 @@ def test_the_command_keeps_length_and_unknown_characters(sc_run, proofreader):
 
 
 @pytest.mark.parametrize("proofreader", sorted(PROOFREADERS))
-def test_dtype_auto_takes_the_precision_training_would(sc_run, monkeypatch, proofreader):
+def test_dtype_auto_takes_the_precision_training_would(sc_run, bf16_probe, proofreader):
     from unmask.model.pretrained import load_pretrained
-    from unmask.runtime import device as runtime_device
-    from unmask.runtime.precision import PrecisionChoice
     from unmask.sampling.proofread import proofread_pretrained
 
-    probed = []
-    monkeypatch.setattr(runtime_device, "cpu_precision", lambda shape: probed.append(shape)
-                        or PrecisionChoice("bfloat16", "measured"))
+    probed = bf16_probe
     pre = load_pretrained(str(sc_run), "cpu")
     seen = []
     pre.model.register_forward_hook(lambda module, args, out: seen.append(out.dtype))

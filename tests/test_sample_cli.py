@@ -51,24 +51,11 @@ def test_compare_prints_the_real_texts_figures(run, capsys):
     assert "real text" in out and "distinct-2" in out and "char entropy" in out
 
 
-def test_dtype_auto_samples_in_the_precision_training_would(run, monkeypatch, capsys):
+def test_dtype_auto_samples_in_the_precision_training_would(run, bf16_probe, forward_dtypes,
+                                                           capsys):
     import torch
 
-    from unmask.model.transformer import Transformer
-    from unmask.runtime import device as runtime_device
-    from unmask.runtime.precision import PrecisionChoice
-
-    probed, seen = [], []
-    monkeypatch.setattr(runtime_device, "cpu_precision", lambda shape: probed.append(shape)
-                        or PrecisionChoice("bfloat16", "measured"))
-    original = Transformer.forward
-
-    def spy(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        seen.append(out.dtype)
-        return out
-
-    monkeypatch.setattr(Transformer, "forward", spy)
+    probed, seen = bf16_probe, forward_dtypes
     sample = ["sample", str(run), "--json", "--num-samples", "3", "--length", "16", "--seed", "1"]
     assert main(sample) == 0  # float32 by default: no probe, the same samples everywhere
     exact = json.loads(capsys.readouterr().out)["samples"]

@@ -325,13 +325,9 @@ def test_generations_run_in_the_precision_asked_for(pre):
         hook.remove()
 
 
-def test_unmask_serve_dtype_auto_takes_the_probes_choice(run_dir, monkeypatch):
+def test_unmask_serve_dtype_auto_takes_the_probes_choice(run_dir, monkeypatch, bf16_probe):
     from unmask.cli.main import main
-    from unmask.runtime import device as runtime_device
-    from unmask.runtime.precision import PrecisionChoice
 
-    monkeypatch.setattr(runtime_device, "cpu_precision",
-                        lambda shape: PrecisionChoice("bfloat16", "measured"))
     made = {}
 
     def fake_create_app(pre, limits, allowed_hosts=None, precision="float32"):

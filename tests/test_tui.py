@@ -172,24 +172,11 @@ def test_batch_checks_every_prompt_first(run_dir, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_dtype_auto_generates_in_the_precision_training_would(run_dir, monkeypatch, capsys):
+def test_dtype_auto_generates_in_the_precision_training_would(run_dir, bf16_probe,
+                                                              forward_dtypes, capsys):
     import torch
 
-    from unmask.model.transformer import Transformer
-    from unmask.runtime import device as runtime_device
-    from unmask.runtime.precision import PrecisionChoice
-
-    probed, seen = [], []
-    monkeypatch.setattr(runtime_device, "cpu_precision", lambda shape: probed.append(shape)
-                        or PrecisionChoice("bfloat16", "measured"))
-    original = Transformer.forward
-
-    def spy(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        seen.append(out.dtype)
-        return out
-
-    monkeypatch.setattr(Transformer, "forward", spy)
+    probed, seen = bf16_probe, forward_dtypes
     args = ["tui", str(run_dir), "--length", "20", "--steps", "5", "--seed", "3",
             "--device", "cpu", "--speed", "0"]
     assert main(args) == 0  # float32 by default: no probe, `unmask sample`'s text
