@@ -95,6 +95,12 @@ def test_bad_input_is_a_user_error(model, run_dir):
         model.generate("A", steps=0)
     with pytest.raises(UserError, match="unknown"):
         model.generate("A", policy="no-such-policy")
+    context = model.pretrained.config.model.block_size
+    with pytest.raises(UserError, match=f"the prompt \\({context} tokens\\) fills the model's "
+                                        f"context of {context}: shorten it"):
+        model.generate("a" * context)  # no room left for the default length
+    with pytest.raises(UserError, match="exceeds the model's context"):
+        model.generate("a" * context, length=1)
     with pytest.raises(UserError, match="nothing to proofread"):
         model.proofread("")
     with pytest.raises(UserError, match="needs a checkpoint trained with"):

@@ -149,6 +149,9 @@ def checkpoint_request(pre: Pretrained, sampler: Sampler, prompt_ids: list[int],
         given["length"] = holes
     n_fixed = len(template) - template.count(tok.mask_id) if template else len(prompt_ids)
     longest = sampler.max_length(pre.config.model.block_size, n_fixed)
+    if longest is not None and longest <= 0 and given.get("length") is None:
+        raise UserError(f"the prompt ({n_fixed} tokens) fills the model's context of "
+                        f"{pre.config.model.block_size}: shorten it to leave room for text")
     settings = {"length": s.length if longest is None else min(s.length, longest),
                 "num_samples": s.num_samples, "steps": s.steps, "temperature": s.temperature,
                 "top_k": s.top_k, "top_p": s.top_p, "block_length": s.block_length,
