@@ -26,6 +26,7 @@ def model_configs():
         yield pytest.param(ModelConfig(**TINY, mode="sequence_classifier", num_classes=3,
                                        pooling=pooling), id=f"sequence-classifier-{pooling}")
     yield pytest.param(ModelConfig(**TINY, mlp_hidden=100), id="explicit-mlp-hidden")
+    yield pytest.param(ModelConfig(**TINY, ngram_max=4, ngram_buckets=50), id="ngram-embeddings")
     yield pytest.param(ModelConfig(n_layer=3, n_head=3, n_embd=96, block_size=16,
                                    vocab_size=1000, mode="language_model"), id="odd-widths")
 
@@ -42,6 +43,7 @@ def test_parameter_breakdown_matches_the_built_model(cfg):
     assert parts["norms"] == sum(v for n, v in by_name.items()
                                  if "norm" in n and ".attn." not in n)  # qk_norm: attention
     assert parts["embeddings"] == by_name["embed.weight"]
+    assert parts["ngram_embeddings"] == by_name.get("ngrams.table.weight", 0)
 
 
 def test_swiglu_hidden_width_rule():
@@ -60,9 +62,10 @@ def counted_flops_per_token(cfg: ModelConfig) -> float:
     return counter.get_total_flops() / tokens.numel()
 
 
-@pytest.mark.parametrize("mode", ["token_classifier", "language_model"])
+@pytest.mark.parametrize("mode", ["token_classifier", "language_model", "ngram_embeddings"])
 def test_flops_per_token_matches_the_flop_counter(mode):
-    cfg = ModelConfig(**TINY, mode=mode)
+    cfg = (ModelConfig(**TINY, ngram_max=5) if mode == "ngram_embeddings"  # lookups: no FLOPs
+           else ModelConfig(**TINY, mode=mode))
     # The counter counts matmuls only; the RMSNorm weights (in N, as in nanoGPT) are not one.
     norms = sizing.parameter_breakdown(cfg)["norms"]
     assert counted_flops_per_token(cfg) == sizing.flops_per_token(cfg) - 6 * norms

@@ -46,6 +46,8 @@ class ModelConfig:
     activation_checkpointing: bool = False  # recompute blocks in backward: less memory, ~1/3 slower
     qk_norm: bool = False  # RMS-normalise queries and keys per head (stable at higher lr)
     zero_init_proj: bool = False  # attention/MLP output projections start at 0: blocks = identity
+    ngram_max: int = 0  # > 0: hashed n-gram embeddings, n = 3 .. ngram_max (model/ngram_embedding.py)
+    ngram_buckets: int = 8192  # rows per (n, side) table of the hashed n-gram embeddings
 
     def __post_init__(self) -> None:
         if self.mode not in MODEL_MODES:
@@ -70,6 +72,12 @@ class ModelConfig:
             raise ConfigError("model.n_embd / model.n_head must be even for rotary embeddings")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.ngram_max and (self.ngram_max < 3 or self.ngram_buckets <= 0):
+            raise ConfigError("model.ngram_max must be 0 (off) or >= 3, with model.ngram_buckets "
+                              f"> 0; got {self.ngram_max} and {self.ngram_buckets}")
+        if self.ngram_max and self.causal:
+            raise ConfigError("model.ngram_max needs a bidirectional model: its n-grams read the "
+                              "tokens after each position; set it to 0 for a language_model")
 
 
 @dataclass

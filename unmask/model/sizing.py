@@ -19,6 +19,7 @@ import torch
 
 from unmask.config.schema import ModelConfig
 from unmask.errors import UserError
+from unmask.model.ngram_embedding import ngram_sizes
 from unmask.runtime.precision import ProbeShape
 
 PEAK_FLOPS_ENV = "UNMASK_PEAK_FLOPS"
@@ -84,7 +85,8 @@ def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
     attention: per layer qkv (C x 3C) + output projection (C x C), no biases (+ with qk_norm a
     query and a key RMSNorm of head width); mlp: per layer SwiGLU gate+up (C x 2h) + down
     (h x C); norms: two RMSNorm weights per layer + the final one;
-    embeddings: the token table (V x C; RoPE has no parameters);
+    embeddings: the token table (V x C; RoPE has no parameters); ngram_embeddings: the hashed
+    n-gram tables (model.ngram_max; looked up, never multiplied: no FLOPs);
     heads: 0 for the vocabulary head (tied to the embedding, counted once, under
     embeddings), 2C + 2 for the binary good/wrong head, pooled x classes + classes for a
     sequence classifier (its BatchNorm has no affine parameters).
@@ -97,6 +99,7 @@ def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
         "mlp": L * 3 * C * h,
         "norms": (2 * L + 1) * C,
         "embeddings": cfg.vocab_size * C,
+        "ngram_embeddings": ngram_rows(cfg) * C,
         "heads": 0,
     }
     if cfg.mode == "sequence_classifier":
@@ -105,6 +108,11 @@ def parameter_breakdown(cfg: ModelConfig) -> dict[str, int]:
         parts["heads"] = 2 * C + 2
     parts["total"] = sum(parts.values())
     return parts
+
+
+def ngram_rows(cfg: ModelConfig) -> int:
+    """Rows of the hashed n-gram tables: `ngram_buckets` per n = 3 .. ngram_max and side."""
+    return 2 * len(ngram_sizes(cfg.ngram_max)) * cfg.ngram_buckets if cfg.ngram_max else 0
 
 
 def _qk_norm_weights(cfg: ModelConfig) -> int:
@@ -142,7 +150,8 @@ def flops_per_token(cfg: ModelConfig, causal: bool | None = None, *,
     """
     causal = cfg.causal if causal is None else causal
     parts = parameter_breakdown(cfg)
-    n = parts["total"] - (0 if uses_vocab_head(cfg) else parts["embeddings"])
+    n = (parts["total"] - parts["ngram_embeddings"]
+         - (0 if uses_vocab_head(cfg) else parts["embeddings"]))
     L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
     attention = 12 * L * H * Q * T
     if causal and causal_discount:

@@ -15,6 +15,7 @@ import torch.utils.checkpoint
 
 from unmask.config.schema import ModelConfig
 from unmask.errors import UserError
+from unmask.model.ngram_embedding import NgramEmbedding
 from unmask.runtime.attention_kernels import ATTENTION_KERNELS
 
 
@@ -110,7 +111,7 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
-BACKBONE_PREFIXES = ("embed.", "blocks.", "norm.")
+BACKBONE_PREFIXES = ("embed.", "ngrams.", "blocks.", "norm.")
 
 
 class Transformer(nn.Module):
@@ -128,6 +129,8 @@ class Transformer(nn.Module):
             raise ValueError("model.vocab_size must be set (from the dataset) before building")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.ngrams = (NgramEmbedding(cfg.vocab_size, cfg.n_embd, cfg.ngram_max,
+                                      cfg.ngram_buckets) if cfg.ngram_max else None)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.n_embd)
@@ -191,7 +194,10 @@ class Transformer(nn.Module):
             raise UserError(f"sequence length {start + T} exceeds model.block_size "
                              f"{self.cfg.block_size}")
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
-        x = self.drop(self.embed(tokens))  # (B, T, C)
+        x = self.embed(tokens)  # (B, T, C)
+        if self.ngrams is not None:
+            x = x + self.ngrams(tokens)
+        x = self.drop(x)
         for block in self.blocks:
             if layer_means is not None:
                 layer_means.append(x.mean(dim=1))
