@@ -6,7 +6,7 @@
     model = unmask.load("out/demo")                            # a run or checkpoint dir
     model.generate("ROMEO:", length=120, steps=64, seed=1)     # ['ROMEO:\\n...']
     model.generate("To be, or [MASK:40] the question")         # the 40-character hole filled
-    model.proofread("Befere we proceed any further")["text"]
+    model.proofread("Befere we proceed any further", prior_rate=0.3)["text"]
 
 The same seed and settings give the texts the command line prints: `generate(P, seed=S,
 num_samples=N, ...)` is `unmask sample RUN --prompt P --seed S --num-samples N ... --json`'s
@@ -21,11 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unmask.errors import UserError
-from unmask.model.pretrained import Pretrained, load_pretrained, running_precision
+from unmask.model.pretrained import (
+    INFERENCE_PRECISIONS,
+    Pretrained,
+    load_pretrained,
+    running_precision,
+)
 from unmask.sampling.batch import generate_one
 from unmask.sampling.proofread import DEFAULT_PRIOR_RATE, proofread_pretrained
-
-PRECISIONS = ("float32", "auto", "bfloat16")
 
 
 def load(path: str, *, device: str = "auto", dtype: str = "float32") -> Model:
@@ -33,8 +36,8 @@ def load(path: str, *, device: str = "auto", dtype: str = "float32") -> Model:
     (auto | cpu | cuda | mps ...), generating in `dtype`: float32 (the command line's default:
     the same texts on every machine), auto (bf16 autocast where training would use it:
     quicker, other texts) or bfloat16."""
-    if dtype not in PRECISIONS:
-        raise UserError(f"dtype must be one of {', '.join(PRECISIONS)}, got '{dtype}'")
+    if dtype not in INFERENCE_PRECISIONS:
+        raise UserError(f"dtype must be one of {', '.join(INFERENCE_PRECISIONS)}, got '{dtype}'")
     return Model(load_pretrained(path, device), dtype)
 
 

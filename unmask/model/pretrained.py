@@ -45,6 +45,9 @@ def inference_precision(pre: Pretrained, dtype: str, batch_size: int):
     return choose_precision(device, dtype, shape)
 
 
+INFERENCE_PRECISIONS = ("float32", "auto", "bfloat16")  # what `dtype` may ask for
+
+
 @contextmanager
 def running_precision(pre: Pretrained, dtype: str, batch_size: int):
     """Run `pre` in the precision `dtype` (float32 | auto | bfloat16) asks for at
