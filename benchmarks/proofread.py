@@ -25,7 +25,7 @@ from common import Timer, header
 
 from unmask.data.dataset import Dataset
 from unmask.eval.repair_metrics import char_error_rate, detection_scores
-from unmask.model.pretrained import load_pretrained
+from unmask.model.pretrained import INFERENCE_PRECISIONS, load_pretrained
 from unmask.noise.corruption import corrupt_text_ids
 from unmask.sampling.proofread import PROOFREADERS, proofread_pretrained, resolve_change_margin
 
@@ -42,7 +42,7 @@ def main() -> None:
                         help="remask, direct: unmask proofread --change-margin")
     parser.add_argument("--seed", type=int, default=0, help="corruption draw")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--dtype", default="float32", choices=("auto", "float32", "bfloat16"),
+    parser.add_argument("--dtype", default="float32", choices=INFERENCE_PRECISIONS,
                         help="unmask proofread --dtype (default float32: `unmask eval "
                              "--repair`'s arithmetic)")
     args = parser.parse_args()

@@ -10,7 +10,7 @@ from pathlib import Path
 from unmask.cli.errors import reject_extra
 from unmask.cli.precision_option import add_dtype_argument
 from unmask.errors import UserError
-from unmask.sampling.proofread import DEFAULT_PRIOR_RATE as DEFAULT_PRIOR
+from unmask.sampling.proofread import DEFAULT_PRIOR_RATE, PROOFREADERS
 
 NAME = "proofread"
 
@@ -20,16 +20,16 @@ def add_parser(sub) -> None:
                                   "slips) with a diffusion checkpoint; prints the corrected text")
     p.add_argument("checkpoint", help="checkpoint dir or run dir (best, else latest)")
     p.add_argument("file", nargs="?", default="-", help="text to proofread (default: stdin)")
-    p.add_argument("--proofreader", default="channel", choices=("channel", "direct", "remask"),
+    p.add_argument("--proofreader", default="channel", choices=sorted(PROOFREADERS),
                    help="'channel' (default; any diffusion checkpoint): each character's "
                         "noisy-channel posterior mode; 'direct' (self_correction checkpoints "
                         "trained with weight_swap_fill > 0): one pass, each character as the "
                         "model reads what belongs there, ~40x faster; 'remask' "
                         "(self_correction checkpoints): flag with the [WRONG] output and refill "
                         "with the remasking sampler")
-    p.add_argument("--prior-rate", type=float, default=DEFAULT_PRIOR,
+    p.add_argument("--prior-rate", type=float, default=DEFAULT_PRIOR_RATE,
                    help="channel: the share of characters you expect to be wrong (higher "
-                        f"changes more; default {DEFAULT_PRIOR})")
+                        f"changes more; default {DEFAULT_PRIOR_RATE})")
     p.add_argument("--change-margin", type=float, default=None,
                    help="remask, direct: replace a character only by one this many times as "
                         "probable (1 = plain argmax; default 1 for remask, 3 for direct)")
@@ -65,7 +65,7 @@ def run(args, extra: list[str]) -> int:
 
 
 def proofread_text(checkpoint: str, text: str, *, proofreader: str = "channel",
-                   prior_rate: float = DEFAULT_PRIOR, change_margin: float | None = None,
+                   prior_rate: float = DEFAULT_PRIOR_RATE, change_margin: float | None = None,
                    flag_bias: float = 0.0, max_steps: int = 16, device: str = "auto",
                    dtype: str = "float32") -> dict:
     """{"text": corrected, "changes": [{"position", "from", "to"}], ...} for `text`

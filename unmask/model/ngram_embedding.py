@@ -30,14 +30,15 @@ def ngram_ids(tokens: torch.Tensor, sizes: tuple[int, ...], buckets: int, pad: i
     offset into its own block of `buckets` rows. A polynomial rolling hash of the ids + 1."""
     T, reach = tokens.size(1), max(sizes) - 1
     padded = F.pad(tokens.long(), (reach, reach), value=pad)  # (B, T + 2 * reach)
-    ids = []
-    for n in sizes:
-        for side in (-1, 1):  # ending at the position (reading left), starting at it (right)
-            h = torch.zeros_like(tokens, dtype=torch.long)
-            for j in range(n):
-                start = reach + side * j
-                h = (h * HASH_MULTIPLIER + padded[:, start:start + T] + 1) % HASH_MODULUS
-            ids.append(h % buckets + len(ids) * buckets)
+    hashes = {}  # (n, side) -> (B, T): one rolling hash per side, read off at each n
+    for side in (-1, 1):  # ending at the position (reading left), starting at it (right)
+        h = torch.zeros_like(tokens, dtype=torch.long)
+        for j in range(max(sizes)):
+            start = reach + side * j
+            h = (h * HASH_MULTIPLIER + padded[:, start:start + T] + 1) % HASH_MODULUS
+            hashes[j + 1, side] = h
+    ids = [hashes[n, side] % buckets + k * buckets
+           for k, (n, side) in enumerate((n, side) for n in sizes for side in (-1, 1))]
     return torch.stack(ids, dim=-1)
 
 
