@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
                         "direct 3)")
     p.add_argument("--flag-bias", type=float, default=0.0,
                    help="--repair: added to the flag logit (> 0 flags more, < 0 fewer)")
-    p.add_argument("--proofreader", default="remask", choices=sorted(PROOFREADERS),
+    p.add_argument("--proofreader", default="remask", choices=tuple(PROOFREADERS),
                    help="--repair: 'remask' flags with the model's [WRONG] output and refills "
                         "with the remasking sampler; 'channel' takes each character's "
                         "noisy-channel posterior mode (its fill distribution times the "
